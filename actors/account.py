@@ -1,0 +1,294 @@
+"""AccountActor: sends one SMTP account's messages, one at a time, over one connection.
+
+Receives:
+  WorkAvailable(immediate)  claim due rows (priority-0 rows first when asked) and start sending
+  SendNext                  self-message: attempt the next claimed row, then tell itself again
+  ReloadAccount             settings changed: drop the connection, re-read the account
+  IdleCheck                 timer: close an expired connection; report idleness
+Sends:
+  ReportsPending(tenant_id) to the Supervisor after writing a reportable event
+  Idle("account", key)      to the Supervisor after ``account_idle_stop`` seconds without work
+  ChildFailed               (via ``Supervised.on_failure``) when a handler raises
+
+One unit of work per handled message: a ``Stop`` or an immediate message never
+waits behind more than the one send in flight. Each outcome is committed
+before the next send (SPEC §18.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import pykka
+
+from actors._context import ActorContext
+from actors._supervised import Supervised
+from actors._timer import Cancel
+from actors.messages import Idle, IdleCheck, ReloadAccount, ReportsPending, SendNext, WorkAvailable
+from proxy.smtp import mime
+from proxy.smtp.client import SmtpConnection, SmtpEndpoint
+from proxy.smtp.errors import Outcome, PermFailure
+from proxy.store.records import AccountRecord, ClaimedMessage, MessageToSend
+
+logger = logging.getLogger(__name__)
+
+
+def endpoint_for(account: AccountRecord) -> SmtpEndpoint:
+    return SmtpEndpoint(
+        host=account.host,
+        port=account.port,
+        user=account.user,
+        password=account.password,
+        use_tls=account.use_tls,
+        use_ssl=account.use_ssl,
+        tls_verify=account.tls_verify,
+        ttl_s=account.ttl,
+    )
+
+
+class AccountActor(Supervised):
+    kind = "account"
+
+    def __init__(
+        self, ctx: ActorContext, supervisor: pykka.ActorRef, tenant_id: str, account_id: str
+    ) -> None:
+        super().__init__(ctx, supervisor)
+        self.tenant_id = tenant_id
+        self.account_id = account_id
+        self._log_extra = {"tenant_id": tenant_id, "account_id": account_id}
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.tenant_id, self.account_id)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._queue: deque[ClaimedMessage] = deque()
+        self._busy = False
+        self._account: AccountRecord | None = None
+        self._conn: SmtpConnection | None = None
+        self._idle_timer: Cancel | None = None
+        self._idle_since = self.ctx.clock.monotonic()
+        self._last_renewal = self.ctx.clock.monotonic()
+        # Claims this instance holds for this account belong to a predecessor
+        # that crashed or was stopped: give them back so they are sent at once.
+        self.ctx.store.messages.release_account_claims(
+            self.tenant_id, self.account_id, me=self.ctx.instance_id
+        )
+        if self.ctx.timers_enabled:  # test mode sends only on run-now
+            self.actor_ref.tell(WorkAvailable())
+
+    def _cleanup(self) -> None:
+        if getattr(self, "_idle_timer", None) is not None:
+            self._idle_timer()
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            self._conn = None
+            conn.close()
+        if getattr(self, "_queue", None):
+            # Not yet attempted: hand them back (SPEC §17).
+            self.ctx.store.messages.release_claims_of(
+                [c.pk for c in self._queue], me=self.ctx.instance_id
+            )
+            self._queue.clear()
+        super()._cleanup()
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def on_receive(self, message: object) -> None:
+        match message:
+            case WorkAvailable(immediate=immediate):
+                self._on_work(immediate=immediate)
+            case SendNext():
+                self._send_next()
+            case ReloadAccount():
+                self._reload()
+            case IdleCheck():
+                self._idle_check()
+            case _:
+                logger.warning(
+                    "account actor got unknown message %r", message, extra=self._log_extra
+                )
+
+    def _on_work(self, *, immediate: bool) -> None:
+        if immediate and self._busy:
+            # Jump the queue: claimed priority-0 rows go before the rest of the batch.
+            fresh = self._claim(max_priority=0)
+            if fresh:
+                self._queue.extendleft(reversed(fresh))
+        if not self._busy:
+            self._busy = True
+            self._cancel_idle_timer()
+            self.actor_ref.tell(SendNext())
+
+    def _reload(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._account = None
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_next(self) -> None:
+        if self.ctx.stopping.is_set():
+            return
+        if not self._queue:
+            self._queue.extend(self._claim())
+            self._last_renewal = self.ctx.clock.monotonic()
+            if not self._queue:
+                self._go_idle()
+                return
+        self._renew_leases_if_due()
+        claimed = self._queue.popleft()
+        self._attempt(claimed)
+        self.actor_ref.tell(SendNext())
+
+    def _claim(self, max_priority: int | None = None) -> list[ClaimedMessage]:
+        tenant = self.ctx.store.tenants.get(self.tenant_id)
+        account = self._load_account()
+        if tenant is None or account is None:
+            return []
+        return self.ctx.store.messages.claim_due(
+            tenant,
+            self.account_id,
+            me=self.ctx.instance_id,
+            now=self._now(),
+            lease_s=self.ctx.settings.claim_lease_seconds,
+            limit=account.batch_size or self.ctx.settings.batch_size_per_account,
+            max_priority=max_priority,
+        )
+
+    def _attempt(self, claimed: ClaimedMessage) -> None:
+        store = self.ctx.store
+        tenant = store.tenants.get(self.tenant_id)
+        sending = store.messages.begin_attempt(
+            claimed.pk,
+            tenant,
+            me=self.ctx.instance_id,
+            now=self._now(),
+            lease_s=self.ctx.settings.claim_lease_seconds,
+        )
+        if sending is None:
+            return
+        outcome, message_id = self._transmit(sending)
+        recorded = store.messages.record_outcome(
+            sending,
+            outcome,
+            me=self.ctx.instance_id,
+            now=self._now(),
+            message_id=message_id,
+            max_retries=self.ctx.settings.max_retries,
+            retry_delays=self.ctx.settings.retry_delays,
+            rng=self.ctx.rng,
+        )
+        if recorded is None:
+            logger.info(
+                "outcome of %s discarded: claim lost or message deleted",
+                sending.pk,
+                extra=self._log_extra | {"pk": sending.pk},
+            )
+            return
+        self._count(recorded.event_type, tenant.display_name if tenant else self.tenant_id)
+        if self.ctx.settings.log_delivery_activity:
+            logger.info(
+                "attempt %s of %s: %s",
+                sending.attempt,
+                sending.id,
+                recorded.event_type,
+                extra=self._log_extra | {"pk": sending.pk},
+            )
+        self.supervisor.tell(ReportsPending(self.tenant_id))
+
+    def _transmit(self, sending: MessageToSend) -> tuple[Outcome, str | None]:
+        account = self._load_account()
+        if account is None:
+            return PermFailure("account not found"), None
+        try:
+            built = mime.build(
+                sending.payload,
+                pk=sending.pk,
+                now_ts=self._now(),
+                bounce_return_path=self.ctx.store.settings.get("bounce_return_path"),
+            )
+        except (ValueError, TypeError, UnicodeError) as exc:
+            logger.exception("message %s could not be built", sending.pk, extra=self._log_extra)
+            return PermFailure(f"message could not be built: {exc}"), None
+        if self._conn is None:
+            self._conn = SmtpConnection(
+                endpoint_for(account),
+                connect_timeout_s=self.ctx.settings.smtp_connect_timeout,
+                send_timeout_s=self.ctx.settings.smtp_send_timeout,
+                helo_name=self.ctx.settings.helo_name,
+            )
+        started = self.ctx.clock.monotonic()
+        outcome = self._conn.send(built)
+        self.ctx.metrics.send_duration.labels(self.tenant_id, self.account_id).observe(
+            self.ctx.clock.monotonic() - started
+        )
+        return outcome, built.message_id
+
+    def _count(self, event_type: str, tenant_name: str) -> None:
+        labels = (self.tenant_id, tenant_name, self.account_id, self.account_id)
+        counter = {
+            "sent": self.ctx.metrics.sent,
+            "error": self.ctx.metrics.errors,
+            "deferred": self.ctx.metrics.deferred,
+        }.get(event_type)
+        if counter is not None:
+            counter.labels(*labels).inc()
+
+    def _renew_leases_if_due(self) -> None:
+        lease_s = self.ctx.settings.claim_lease_seconds
+        if self._queue and self.ctx.clock.monotonic() - self._last_renewal >= lease_s / 3:
+            self.ctx.store.messages.renew_leases(
+                [c.pk for c in self._queue],
+                me=self.ctx.instance_id,
+                now=self._now(),
+                lease_s=lease_s,
+            )
+            self._last_renewal = self.ctx.clock.monotonic()
+
+    def _load_account(self) -> AccountRecord | None:
+        if self._account is None:
+            self._account = self.ctx.store.accounts.get(self.tenant_id, self.account_id)
+        return self._account
+
+    # -- idling --------------------------------------------------------------------------------
+
+    def _go_idle(self) -> None:
+        self._busy = False
+        self._idle_since = self.ctx.clock.monotonic()
+        self._schedule_idle_check()
+
+    def _schedule_idle_check(self) -> None:
+        if not self.ctx.timers_enabled:
+            return
+        ttl = self._account.ttl if self._account is not None else 300
+        idle_stop = self.ctx.settings.account_idle_stop
+        delay = (
+            min(ttl, idle_stop) if self._conn is not None and self._conn.is_connected else idle_stop
+        )
+        self._cancel_idle_timer()
+        self._idle_timer = self.ctx.timers.after(max(delay, 0.05), self.actor_ref, IdleCheck())
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer()
+            self._idle_timer = None
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._busy:
+            return
+        if self._conn is not None:
+            self._conn.close_if_expired()
+        idle_for = self.ctx.clock.monotonic() - self._idle_since
+        if idle_for >= self.ctx.settings.account_idle_stop:
+            self.supervisor.tell(Idle(self.kind, self.key))
+            return
+        self._schedule_idle_check()
+
+    def _now(self) -> int:
+        return int(self.ctx.clock.time())

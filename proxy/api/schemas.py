@@ -1,0 +1,139 @@
+"""Request models for tenants and accounts (SPEC §3.8, §3.11), shared with config bootstrapping.
+
+Pydantic validates and, later, describes these in OpenAPI: one source of truth.
+Unknown top-level fields are ignored (compatibility); unknown fields inside
+``client_auth``, ``rate_limits`` and ``large_file_config`` are errors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ClientAuth(Strict):
+    method: Literal["none", "bearer", "basic"] = "none"
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _credentials_present(self) -> ClientAuth:
+        if self.method == "bearer" and not self.token:
+            raise ValueError("token is required for method 'bearer'")
+        if self.method == "basic" and (not self.user or self.password is None):
+            raise ValueError("user and password are required for method 'basic'")
+        return self
+
+
+class RateLimits(Strict):
+    hourly: NonNegative | None = None
+    daily: NonNegative | None = None
+    behavior: Literal["defer", "reject"] = "defer"
+
+
+class LargeFileConfig(Strict):
+    enabled: bool = False
+    max_size_mb: Annotated[float, Field(gt=0)] = 10.0
+    storage_url: str | None = None
+    storage_options: dict[str, Any] | None = None
+    public_base_url: str | None = None
+    file_ttl_days: Annotated[int, Field(ge=1)] = 30
+    lifespan_after_download_days: Annotated[int, Field(ge=1)] | None = None
+    action: Literal["warn", "reject", "rewrite"] = "warn"
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class TenantFields(Lenient):
+    """The updatable fields of a tenant (``PUT /tenant/{id}`` and the merge of ``POST /tenant``)."""
+
+    name: str | None = None
+    client_base_url: str | None = None
+    client_sync_path: str | None = None
+    client_attachment_path: str | None = None
+    client_auth: ClientAuth | None = None
+    rate_limits: RateLimits | None = None
+    large_file_config: LargeFileConfig | None = None
+    active: bool | None = None
+
+    _url = field_validator("client_base_url")(_http_url)
+
+    def stored_fields(self) -> dict[str, Any]:
+        """The fields the body carried, as plain values for ``TenantStore.upsert``."""
+        return {
+            name: _plain(getattr(self, name))
+            for name in self.model_fields_set
+            if name in TENANT_FIELD_NAMES
+        }
+
+
+TENANT_FIELD_NAMES = frozenset(TenantFields.model_fields)
+
+
+class TenantPayload(TenantFields):
+    id: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
+    api_key_expires_at: int | None = None
+
+
+class AccountPayload(Lenient):
+    id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
+    tenant_id: Annotated[str, Field(pattern=TENANT_ID_PATTERN)] | None = None
+    host: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s/]+$")]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    user: str | None = None
+    password: str | None = None
+    use_tls: bool | None = None
+    use_ssl: bool | None = None
+    tls_verify: bool = True
+    ttl: Annotated[int, Field(ge=0)] = 300
+    limit_per_minute: NonNegative | None = None
+    limit_per_hour: NonNegative | None = None
+    limit_per_day: NonNegative | None = None
+    limit_behavior: Literal["defer", "reject", "error"] = "defer"
+    batch_size: Annotated[int, Field(ge=1)] | None = None
+    is_pec_account: bool = False
+    imap_host: str | None = None
+    imap_port: Annotated[int, Field(ge=1, le=65535)] = 993
+    imap_user: str | None = None
+    imap_password: str | None = None
+    imap_ssl: bool = True
+    imap_folder: str = "INBOX"
+
+    @field_validator("limit_behavior")
+    @classmethod
+    def _alias_error(cls, value: str) -> str:
+        return "reject" if value == "error" else value
+
+    @model_validator(mode="after")
+    def _pec_needs_imap(self) -> AccountPayload:
+        if self.is_pec_account and not self.imap_host:
+            raise ValueError("imap_host is required when is_pec_account is true")
+        return self
+
+    def stored_fields(self) -> dict[str, Any]:
+        """Every account field (a replacement is total: omitted fields take their defaults)."""
+        return self.model_dump(exclude={"id", "tenant_id"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    return value

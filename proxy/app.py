@@ -1,0 +1,69 @@
+"""``create_app(settings, store, engine)``: the Falcon app and THE route table.
+
+Everything is passed in, so tests build the app over a real temporary store
+and a recording fake engine. Resources are thin: validate, one store call,
+one engine tell.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import falcon
+
+from proxy.api import _auth, _errors
+from proxy.api.accounts import AccountCollection
+from proxy.api.commands import AddMessages, RunNow
+from proxy.api.deps import Deps
+from proxy.api.health import Health
+from proxy.api.messages import MessageCollection
+from proxy.api.metrics import MetricsResource
+from proxy.api.tenants import TenantCollection, TenantItem
+from proxy.clock import SYSTEM_CLOCK, Clock
+from proxy.config import Settings
+from proxy.engine import Engine
+from proxy.metrics import Metrics
+from proxy.store import Database
+
+
+def create_app(
+    settings: Settings,
+    store: Database,
+    engine: Engine,
+    *,
+    metrics: Metrics | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> falcon.App:
+    deps = Deps(settings, store, engine, metrics or Metrics(), clock)
+
+    def tenant_for_digest(token_digest: str) -> str | None:
+        found = store.tenants.tenant_for_key_hash(token_digest, deps.now())
+        if found is None or not hmac.compare_digest(found[1], token_digest):
+            return None
+        return found[0]
+
+    app = falcon.App(
+        middleware=[
+            _auth.AuthMiddleware(lambda: settings.api_token, tenant_for_digest),
+        ]
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.default_media_type = falcon.MEDIA_JSON
+    _errors.install(app)
+
+    accounts, tenants = AccountCollection(deps), TenantCollection(deps)
+    routes: list[tuple[str, object, str | None]] = [
+        ("/health", Health(deps), None),
+        ("/metrics", MetricsResource(deps), None),
+        ("/commands/run-now", RunNow(deps), None),
+        ("/commands/add-messages", AddMessages(deps), None),
+        ("/account", accounts, None),
+        ("/accounts", accounts, "list"),
+        ("/messages", MessageCollection(deps), None),
+        ("/tenant", tenants, None),
+        ("/tenants", tenants, "list"),
+        ("/tenant/{tenant_id}", TenantItem(deps), None),
+    ]
+    for path, resource, suffix in routes:
+        app.add_route(path, resource, suffix=suffix)
+    return app

@@ -1,0 +1,79 @@
+"""The one Prometheus registry and every ``gmp_*`` metric (SPEC §13).
+
+A ``Metrics`` object owns its own registry (no global state), so tests and
+several in-process proxies never share counters. ``_created`` series are
+disabled, as the contract requires.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()
+
+L = ("tenant_id", "tenant_name", "account_id", "account_name")
+DEFAULT_LABELS = ("default", "default", "default", "default")
+SEND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sent = Counter("gmp_sent_total", "Messages accepted by the SMTP server", L, registry=r)
+        self.errors = Counter("gmp_errors_total", "Messages that ended as error", L, registry=r)
+        self.deferred = Counter(
+            "gmp_deferred_total", "Deferrals (retry or rate limit)", L, registry=r
+        )
+        self.rate_limited = Counter("gmp_rate_limited_total", "Rate limit hits", L, registry=r)
+        self.pending = Gauge("gmp_pending_messages", "Non-terminal messages", registry=r)
+        self.send_duration = Histogram(
+            "gmp_send_duration_seconds",
+            "One SMTP transaction",
+            ("tenant_id", "account_id"),
+            buckets=SEND_BUCKETS,
+            registry=r,
+        )
+        self.sync_failures = Counter(
+            "gmp_sync_failures_total",
+            "Failed or client-error sync calls",
+            ("tenant_id", "tenant_name", "reason"),
+            registry=r,
+        )
+        self.reported_events = Counter(
+            "gmp_reported_events_total",
+            "Events acknowledged by the tenant",
+            ("tenant_id", "tenant_name", "event_type"),
+            registry=r,
+        )
+        self.actor_restarts = Counter(
+            "gmp_actor_restarts_total", "Crashed workers restarted", ("actor",), registry=r
+        )
+        self.init_account(*DEFAULT_LABELS)
+
+    def init_account(
+        self, tenant_id: str, tenant_name: str, account_id: str, account_name: str
+    ) -> None:
+        """Create every per-account series at 0, so dashboards see the account before its first send."""
+        labels = (tenant_id, tenant_name or tenant_id, account_id, account_name or account_id)
+        for counter in (self.sent, self.errors, self.deferred, self.rate_limited):
+            counter.labels(*labels)
+
+    def remove_account(self, tenant_id: str, tenant_name: str, account_id: str) -> None:
+        labels = (tenant_id, tenant_name or tenant_id, account_id, account_id)
+        for counter in (self.sent, self.errors, self.deferred, self.rate_limited):
+            try:
+                counter.remove(*labels)
+            except KeyError:
+                continue
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,42 @@
+"""The durable store: one ``Store`` per process, with one query object per aggregate.
+
+``open_store(url)`` opens the database (taking the SQLite instance lock),
+applies migrations and attaches ``tenants``, ``accounts``, ``messages``,
+``events`` and ``settings``.
+"""
+
+from __future__ import annotations
+
+from proxy.store.accounts import AccountStore
+from proxy.store.db import Store, StoreError, StoreLocked
+from proxy.store.events import EventStore
+from proxy.store.messages import MessageStore
+from proxy.store.settings import InstanceSettingsStore
+from proxy.store.tenants import TenantStore
+
+__all__ = ["Database", "Store", "StoreError", "StoreLocked", "open_store"]
+
+
+class Database(Store):
+    """A ``Store`` with its query objects attached."""
+
+    tenants: TenantStore
+    accounts: AccountStore
+    messages: MessageStore
+    events: EventStore
+    settings: InstanceSettingsStore
+
+
+def open_store(url: str, *, pool_size: int = 10) -> Database:
+    store = Database.open(url, pool_size=pool_size)
+    try:
+        store.bind()
+    except Exception:
+        store.close()
+        raise
+    store.tenants = TenantStore(store.db)
+    store.accounts = AccountStore(store.db)
+    store.messages = MessageStore(store.db, is_sqlite=store.is_sqlite)
+    store.events = EventStore(store.db)
+    store.settings = InstanceSettingsStore(store.db)
+    return store

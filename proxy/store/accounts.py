@@ -1,0 +1,145 @@
+"""SMTP account queries. An account is identified by (tenant_id, id) everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import peewee
+
+from proxy.store import models
+from proxy.store.records import MASK, AccountRecord, dumps
+
+ACCOUNT_DEFAULTS: dict[str, Any] = {
+    "user": None,
+    "password": None,
+    "use_tls": None,
+    "use_ssl": None,
+    "tls_verify": True,
+    "ttl": 300,
+    "limit_per_minute": None,
+    "limit_per_hour": None,
+    "limit_per_day": None,
+    "limit_behavior": "defer",
+    "batch_size": None,
+    "is_pec_account": False,
+    "imap_host": None,
+    "imap_port": None,
+    "imap_user": None,
+    "imap_password": None,
+    "imap_ssl": None,
+    "imap_folder": None,
+}
+ACCOUNT_FIELDS = ("host", "port", *ACCOUNT_DEFAULTS)
+SECRET_FIELDS = ("password", "imap_password")
+ACCOUNT_DELETED = "account deleted"
+
+
+def _to_record(row: models.Account) -> AccountRecord:
+    return AccountRecord(
+        tenant_id=row.tenant_id,
+        **{
+            name: getattr(row, name) for name in ("id", *ACCOUNT_FIELDS, "created_ts", "updated_ts")
+        },
+    )
+
+
+def _where(tenant_id: str, account_id: str) -> peewee.Expression:
+    return (models.Account.tenant_id == tenant_id) & (models.Account.id == account_id)
+
+
+class AccountStore:
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    def get(self, tenant_id: str, account_id: str) -> AccountRecord | None:
+        row = models.Account.get_or_none(_where(tenant_id, account_id))
+        return None if row is None else _to_record(row)
+
+    def exists(self, tenant_id: str, account_id: str) -> bool:
+        return models.Account.select().where(_where(tenant_id, account_id)).exists()
+
+    def list(self, tenant_id: str | None = None) -> list[AccountRecord]:
+        query = models.Account.select().order_by(models.Account.tenant_id, models.Account.id)
+        if tenant_id is not None:
+            query = query.where(models.Account.tenant_id == tenant_id)
+        return [_to_record(row) for row in query]
+
+    def tenants_with_account(self, account_id: str) -> list[str]:
+        query = models.Account.select(models.Account.tenant_id).where(
+            models.Account.id == account_id
+        )
+        return sorted(row.tenant_id for row in query)
+
+    def upsert(self, tenant_id: str, account_id: str, fields: Mapping[str, Any], now: int) -> bool:
+        """Create or fully replace the account; omitted fields return to defaults.
+
+        A secret equal to the mask keeps the stored value. Returns True when created.
+        An identical replacement changes nothing (bootstrap re-runs are no-ops).
+        """
+        unknown = set(fields) - set(ACCOUNT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown account fields: {sorted(unknown)}")
+        values = ACCOUNT_DEFAULTS | dict(fields)
+        with self._db.atomic():
+            row = models.Account.get_or_none(_where(tenant_id, account_id))
+            if row is None:
+                for name in SECRET_FIELDS:
+                    if values[name] == MASK:
+                        values[name] = None
+                models.Account.insert(
+                    tenant_id=tenant_id, id=account_id, created_ts=now, updated_ts=now, **values
+                ).execute()
+                return True
+            for name in SECRET_FIELDS:
+                if values[name] == MASK:
+                    values[name] = getattr(row, name)
+            if any(getattr(row, name) != value for name, value in values.items()):
+                models.Account.update(updated_ts=now, **values).where(
+                    _where(tenant_id, account_id)
+                ).execute()
+            return False
+
+    def delete(self, tenant_id: str, account_id: str, now: int) -> int | None:
+        """Delete the account; its unsent messages end as errors (reported like any error).
+
+        Returns the number of messages failed, or None when the account did not exist.
+        """
+        with self._db.atomic():
+            if not models.Account.delete().where(_where(tenant_id, account_id)).execute():
+                return None
+            open_rows = list(
+                models.Message.select(models.Message.pk).where(
+                    (models.Message.tenant_id == tenant_id)
+                    & (models.Message.account_id == account_id)
+                    & (models.Message.status.not_in(models.TERMINAL))
+                )
+            )
+            pks = [row.pk for row in open_rows]
+            if not pks:
+                return 0
+            models.Message.update(
+                status=models.ERROR,
+                error=ACCOUNT_DELETED,
+                error_ts=now,
+                smtp_ts=now,
+                deferred_ts=None,
+                claimed_by=None,
+                lease_expires_ts=None,
+                updated_ts=now,
+            ).where(models.Message.pk.in_(pks)).execute()
+            models.MessageEvent.insert_many(
+                [
+                    {
+                        "message_pk": pk,
+                        "tenant_id": tenant_id,
+                        "event_type": "error",
+                        "event_ts": now,
+                        "description": ACCOUNT_DELETED,
+                        "metadata": dumps({}),
+                        "reportable": True,
+                    }
+                    for pk in pks
+                ]
+            ).execute()
+            return len(pks)

@@ -1,0 +1,89 @@
+"""Event queries: history, unreported reportable events, acknowledgement.
+
+Reports are at-least-once: events are marked reported only after the tenant
+acknowledged the call that carried them, with ``WHERE reported_ts IS NULL`` so
+an event is acknowledged at most once (SPEC §10.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import peewee
+
+from proxy.store import models
+from proxy.store.records import EventRecord, loads
+
+E = models.MessageEvent
+M = models.Message
+
+
+def _record(row: E, client_id: str) -> EventRecord:
+    return EventRecord(
+        event_id=row.event_id,
+        message_pk=row.message_pk,
+        tenant_id=row.tenant_id,
+        message_id=client_id,
+        event_type=row.event_type,
+        event_ts=row.event_ts,
+        description=row.description,
+        metadata=loads(row.metadata) or {},
+        reported_ts=row.reported_ts,
+    )
+
+
+def _unreported(tenant_id: str) -> peewee.Expression:
+    return (E.tenant_id == tenant_id) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
+
+
+class EventStore:
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    def history(self, message_pk: str) -> list[EventRecord]:
+        client_id = M.select(M.id).where(M.pk == message_pk).scalar()
+        query = E.select().where(E.message_pk == message_pk).order_by(E.event_ts, E.event_id)
+        return [_record(row, client_id or "") for row in query]
+
+    def unreported(self, tenant_id: str, limit: int) -> list[EventRecord]:
+        """The oldest unreported reportable events of a tenant, in report order (SPEC §10.3)."""
+        query = (
+            E.select(E, M.id.alias("client_id"))
+            .join(M, on=(M.pk == E.message_pk))
+            .where(_unreported(tenant_id))
+            .order_by(E.event_ts, E.event_id)
+            .limit(limit)
+        )
+        return [_record(row, row.message.client_id) for row in query]
+
+    def count_unreported(self, tenant_id: str) -> int:
+        return E.select().where(_unreported(tenant_id)).count()
+
+    def tenants_with_unreported(self) -> list[str]:
+        query = (
+            E.select(E.tenant_id)
+            .where((E.reportable == True) & E.reported_ts.is_null())  # noqa: E712
+            .group_by(E.tenant_id)
+        )
+        return [row.tenant_id for row in query]
+
+    def mark_reported(self, event_ids: Sequence[int], now: int) -> int:
+        """Acknowledge events; a message whose reportable events are all acknowledged gets ``reported_ts``."""
+        if not event_ids:
+            return 0
+        marked = 0
+        with self._db.atomic():
+            for start in range(0, len(event_ids), 500):
+                chunk = list(event_ids[start : start + 500])
+                fresh = E.event_id.in_(chunk) & E.reported_ts.is_null()
+                pks = sorted({row.message_pk for row in E.select(E.message_pk).where(fresh)})
+                marked += E.update(reported_ts=now).where(fresh).execute()
+                if not pks:
+                    continue
+                pending = E.select(E.message_pk).where(
+                    (E.reportable == True)  # noqa: E712
+                    & E.reported_ts.is_null()
+                    & E.message_pk.in_(pks)
+                )
+                M.update(reported_ts=now).where(M.pk.in_(pks) & M.pk.not_in(pending)).execute()
+        return marked

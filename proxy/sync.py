@@ -1,0 +1,159 @@
+"""Pure sync-protocol logic (SPEC §10): where to call, what to send, how to read the reply.
+
+No HTTP and no database here: the TenantActor does the I/O and hands the
+results to these functions, which are tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy import retry
+from proxy.store.records import EventRecord, TenantRecord
+
+DEFAULT_SYNC_PATH = "/mail-proxy/sync"
+FAILURE_BASE_S = 5.0
+FAILURE_CAP_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTarget:
+    url: str
+    bearer_token: str | None = None
+    basic_auth: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSync:
+    """The instance-wide fallback target (``GMP_CLIENT_SYNC_*``)."""
+
+    url: str | None = None
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A 2xx reply with an empty body or a JSON object: every item of the call is acknowledged."""
+
+    queued: int = 0
+    next_sync_after: float | None = None
+    client_error: bool = False  # ok: false, or ids listed in error / not_found
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str  # http_status | timeout | connection | invalid_response
+    detail: str
+
+
+def sync_target(tenant: TenantRecord, fallback: GlobalSync) -> SyncTarget | None:
+    """The tenant's own endpoint, else the global one, else None (no sync target, §10.1)."""
+    if tenant.client_base_url:
+        path = tenant.client_sync_path or DEFAULT_SYNC_PATH
+        if not path.startswith("/"):
+            path = "/" + path
+        url = tenant.client_base_url.rstrip("/") + path
+        auth = tenant.client_auth or {}
+        match auth.get("method"):
+            case "bearer":
+                return SyncTarget(url, bearer_token=auth.get("token"))
+            case "basic":
+                return SyncTarget(url, basic_auth=(auth.get("user", ""), auth.get("password", "")))
+        return SyncTarget(url)
+    if fallback.url:
+        if fallback.token:
+            return SyncTarget(fallback.url, bearer_token=fallback.token)
+        if fallback.user:
+            return SyncTarget(fallback.url, basic_auth=(fallback.user, fallback.password or ""))
+        return SyncTarget(fallback.url)
+    return None
+
+
+def report_item(event: EventRecord) -> dict[str, Any]:
+    """One ``delivery_report`` item (SPEC §10.2); null fields are omitted."""
+    item: dict[str, Any] = {
+        "tenant_id": event.tenant_id,
+        "id": event.message_id,
+        "pk": event.message_pk,
+        "event": event.event_type,
+        "event_id": event.event_id,
+    }
+    meta = event.metadata
+    match event.event_type:
+        case "sent":
+            item["sent_ts"] = event.event_ts
+            if meta.get("refused"):
+                item["refused"] = meta["refused"]
+        case "error":
+            item |= {"error_ts": event.event_ts, "error": event.description or ""}
+            if meta.get("smtp_code") is not None:
+                item["smtp_code"] = meta["smtp_code"]
+        case "deferred":
+            item |= {
+                "deferred_ts": meta.get("next_attempt_ts"),
+                "deferred_reason": event.description,
+                "retry_count": meta.get("retry_count"),
+            }
+        case "bounce":
+            item |= {"bounce_ts": event.event_ts, "bounce_reason": event.description}
+            for key in ("bounce_type", "bounce_code", "bounce_smtp_code"):
+                item[key] = meta.get(key)
+            item["bounce_recipient"] = meta.get("recipient")
+        case pec if pec.startswith("pec_"):
+            item |= {
+                "pec_event": pec,
+                "pec_ts": event.event_ts,
+                "pec_details": event.description,
+                "pec_receipt": meta.get("receipt"),
+                "pec_recipient": meta.get("recipient"),
+            }
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def build_report(events: Iterable[EventRecord]) -> dict[str, Any]:
+    return {"delivery_report": [report_item(event) for event in events]}
+
+
+def parse_reply(status: int, body: bytes) -> Ack | Failed:
+    """Judge a tenant's answer by SPEC §10.5: only a 2xx with an empty body or a JSON object acks."""
+    if not 200 <= status < 300:
+        return Failed("http_status", f"HTTP {status}")
+    if not body.strip():
+        return Ack()
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Failed("invalid_response", "reply is not JSON")
+    if not isinstance(data, dict):
+        return Failed("invalid_response", "reply is not a JSON object")
+    queued = data.get("queued")
+    queued = (
+        queued if isinstance(queued, int) and not isinstance(queued, bool) and queued > 0 else 0
+    )
+    nsa = data.get("next_sync_after")
+    nsa = float(nsa) if isinstance(nsa, int | float) and not isinstance(nsa, bool) else None
+    client_error = data.get("ok") is False or bool(data.get("error")) or bool(data.get("not_found"))
+    return Ack(queued=queued, next_sync_after=nsa, client_error=client_error)
+
+
+def failure_backoff_s(failures: int, rng: random.Random) -> float:
+    """``min(300, 5 × 2^(n−1))`` × [0.9, 1.1] after the n-th consecutive failure (§10.6)."""
+    return retry.exponential_s(failures, base_s=FAILURE_BASE_S, cap_s=FAILURE_CAP_S, rng=rng)
+
+
+def dnd_until(ack: Ack, now: int) -> int | None:
+    """A future ``next_sync_after`` starts Do-Not-Disturb; anything else clears it (§10.7 rule 3)."""
+    if ack.next_sync_after is not None and ack.next_sync_after > now:
+        return int(ack.next_sync_after)
+    return None
+
+
+def next_heartbeat_ts(now: int, interval_s: int, dnd: int | None) -> int:
+    """The first heartbeat after a successful call: at DND end, else after the interval."""
+    return dnd if dnd is not None else now + interval_s

@@ -1,0 +1,3 @@
+"""Store fixtures for these tests."""
+
+from tests.fixtures.stores import store  # noqa: F401 (fixture)
