@@ -111,7 +111,7 @@ class Supervisor(pykka.ThreadingActor):
 
     # -- dispatch ---------------------------------------------------------------------
 
-    def on_receive(self, message: object) -> Any:
+    def on_receive(self, message: object) -> Any:  # noqa: PLR0912 (one case per message)
         match message:
             case MessagesAdded(accounts=accounts, immediate=immediate):
                 for key in accounts:

@@ -52,9 +52,8 @@ def apply_config(settings: Settings, store: Database, now: int) -> tuple[int, in
             logger.info(
                 "tenant %s created from %s", payload.id, source, extra={"tenant_id": payload.id}
             )
-        _provision_key(
-            store, payload, entry.get("api_key"), _label("tenants", index, entry), source, now
-        )
+        label = _label("tenants", index, entry)
+        _provision_key(store, payload, entry.get("api_key"), label=label, source=source, now=now)
     accounts_created = 0
     for index, entry in enumerate(settings.accounts, start=1):
         label = _label("accounts", index, entry)
@@ -80,7 +79,7 @@ def apply_config(settings: Settings, store: Database, now: int) -> tuple[int, in
 
 
 def _provision_key(
-    store: Database, payload: TenantPayload, api_key: object, label: str, source: str, now: int
+    store: Database, payload: TenantPayload, api_key: object, *, label: str, source: str, now: int
 ) -> None:
     if api_key is None:
         return

@@ -62,7 +62,7 @@ class Metrics:
     def init_account(
         self, tenant_id: str, tenant_name: str, account_id: str, account_name: str
     ) -> None:
-        """Create every per-account series at 0, so dashboards see the account before its first send."""
+        """Create every per-account series at 0: dashboards see an account before it sends."""
         labels = (tenant_id, tenant_name or tenant_id, account_id, account_name or account_id)
         for counter in (self.sent, self.errors, self.deferred, self.rate_limited):
             counter.labels(*labels)

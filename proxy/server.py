@@ -16,6 +16,7 @@ import time
 from types import FrameType
 
 import pykka
+from waitress import wasyncore
 from waitress.server import create_server
 
 from actors._context import ActorContext
@@ -161,6 +162,8 @@ class ProxyServer:
     def stop(self) -> bool:
         """Stop in reverse start order; returns False when a send outlived the deadline."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
+        if self.ctx is not None:
+            self.ctx.stopping.set()  # first: the send in flight is the last one
         self._stop_http()
         clean = self._stop_actors(deadline)
         if self.scheduler is not None:
@@ -183,24 +186,25 @@ class ProxyServer:
         return clean
 
     def _stop_http(self) -> None:
+        """Stop accepting, let requests in flight finish, then close every connection.
+
+        Sockets are closed from waitress's own loop thread (via its trigger),
+        never under a running ``select``.
+        """
         server, self._http = self._http, None
         if server is None:
             return
-        with contextlib.suppress(OSError):
-            server.close()  # no new connections
+        server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
-        while server._map:  # noqa: SLF001 (waitress offers no public stop)
-            for channel in list(server._map.values()):  # noqa: SLF001
-                with contextlib.suppress(OSError):
-                    channel.handle_close()
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
         if self._http_thread is not None:
             self._http_thread.join(5)
+            self._http_thread = None
 
     def _stop_actors(self, deadline: float) -> bool:
         supervisor, self.supervisor = self.supervisor, None
         if supervisor is None or self.ctx is None:
             return True
-        self.ctx.stopping.set()
         children: list[pykka.ActorRef] = []
         with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
             children = supervisor.ask(ListChildren(), timeout=5)

@@ -56,23 +56,21 @@ def sync_target(tenant: TenantRecord, fallback: GlobalSync) -> SyncTarget | None
     """The tenant's own endpoint, else the global one, else None (no sync target, §10.1)."""
     if tenant.client_base_url:
         path = tenant.client_sync_path or DEFAULT_SYNC_PATH
-        if not path.startswith("/"):
-            path = "/" + path
-        url = tenant.client_base_url.rstrip("/") + path
+        url = tenant.client_base_url.rstrip("/") + ("" if path.startswith("/") else "/") + path
         auth = tenant.client_auth or {}
-        match auth.get("method"):
-            case "bearer":
-                return SyncTarget(url, bearer_token=auth.get("token"))
-            case "basic":
-                return SyncTarget(url, basic_auth=(auth.get("user", ""), auth.get("password", "")))
-        return SyncTarget(url)
-    if fallback.url:
-        if fallback.token:
-            return SyncTarget(fallback.url, bearer_token=fallback.token)
-        if fallback.user:
-            return SyncTarget(fallback.url, basic_auth=(fallback.user, fallback.password or ""))
-        return SyncTarget(fallback.url)
-    return None
+        method = auth.get("method")
+        token = auth.get("token") if method == "bearer" else None
+        user = auth.get("user", "") if method == "basic" else None
+        password = auth.get("password", "")
+    elif fallback.url:
+        url, token, user, password = fallback.url, fallback.token, fallback.user, fallback.password
+    else:
+        return None
+    if token:
+        return SyncTarget(url, bearer_token=token)
+    if user is not None:
+        return SyncTarget(url, basic_auth=(user, password or ""))
+    return SyncTarget(url)
 
 
 def report_item(event: EventRecord) -> dict[str, Any]:
@@ -121,7 +119,7 @@ def build_report(events: Iterable[EventRecord]) -> dict[str, Any]:
 
 
 def parse_reply(status: int, body: bytes) -> Ack | Failed:
-    """Judge a tenant's answer by SPEC §10.5: only a 2xx with an empty body or a JSON object acks."""
+    """Judge a reply by SPEC §10.5: only a 2xx with an empty body or a JSON object acks."""
     if not 200 <= status < 300:
         return Failed("http_status", f"HTTP {status}")
     if not body.strip():
@@ -148,7 +146,7 @@ def failure_backoff_s(failures: int, rng: random.Random) -> float:
 
 
 def dnd_until(ack: Ack, now: int) -> int | None:
-    """A future ``next_sync_after`` starts Do-Not-Disturb; anything else clears it (§10.7 rule 3)."""
+    """A future ``next_sync_after`` starts Do-Not-Disturb; anything else clears it (§10.7.3)."""
     if ack.next_sync_after is not None and ack.next_sync_after > now:
         return int(ack.next_sync_after)
     return None

@@ -18,7 +18,7 @@ ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
 def read_json(req: falcon.Request, max_mb: float, *, required: bool = True) -> Any:
-    """Decode the body, refusing oversized ones by Content-Length before reading (SPEC §3.1 rule 4)."""
+    """Decode the body; oversized ones are refused by Content-Length, unread (SPEC §3.1.4)."""
     length = req.content_length
     if length is not None and length > max_mb * MB:
         raise PayloadTooLarge(f"Request body exceeds {max_mb:g} MB")

@@ -44,9 +44,10 @@ def masked_payload(payload: dict[str, Any]) -> dict[str, Any]:
     for item in attachments:
         auth = item.get("auth")
         if isinstance(auth, dict):
-            auth = {k: (MASK if k in ("token", "password") and v else v) for k, v in auth.items()}
-            item = item | {"auth": auth}
-        masked.append(item)
+            secrets = {k: MASK for k in ("token", "password") if auth.get(k)}
+            masked.append(item | {"auth": auth | secrets})
+        else:
+            masked.append(item)
     return payload | {"attachments": masked}
 
 

@@ -127,7 +127,7 @@ class Store:
         models.database_proxy.initialize(self.db)
         migrate(self.db)
 
-    def tx(self) -> peewee._atomic:  # noqa: SLF001 (peewee's public return type is private)
+    def tx(self) -> peewee._atomic:
         """A write transaction (IMMEDIATE on SQLite)."""
         return self.db.atomic()
 
@@ -171,7 +171,8 @@ def _take_lock(path: str) -> IO[str]:
     except OSError as exc:
         handle.close()
         raise StoreLocked(
-            f"database {path.removesuffix('.lock')} is in use by another instance (lock {path} is held)"
+            f"database {path.removesuffix('.lock')} is in use by another instance "
+            f"(lock {path} is held)"
         ) from exc
     return handle
 
@@ -179,7 +180,7 @@ def _take_lock(path: str) -> IO[str]:
 def migrate(db: peewee.Database) -> int:
     """Apply pending migrations; idempotent. Returns the schema version now in force."""
     with db.atomic():
-        if not db.table_exists(models.SchemaMigration._meta.table_name):  # noqa: SLF001
+        if not db.table_exists(models.SchemaMigration._meta.table_name):
             db.create_tables(models.ALL_MODELS, safe=True)
             now = _now()
             for migration in MIGRATIONS:

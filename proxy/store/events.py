@@ -68,7 +68,7 @@ class EventStore:
         return [row.tenant_id for row in query]
 
     def mark_reported(self, event_ids: Sequence[int], now: int) -> int:
-        """Acknowledge events; a message whose reportable events are all acknowledged gets ``reported_ts``."""
+        """Acknowledge events; a message with every reportable event acked gets ``reported_ts``."""
         if not event_ids:
             return 0
         marked = 0

@@ -90,6 +90,7 @@ def _event(
     pk: str,
     tenant_id: str,
     event_type: str,
+    *,
     now: int,
     description: str | None,
     metadata: dict[str, Any],
@@ -110,7 +111,7 @@ def _is_free(now: int) -> peewee.Expression:
 
 
 def _is_due(now: int) -> peewee.Expression:
-    """Pending and due, or stuck in ``sending`` by a worker whose lease ran out (SPEC §18.3 rule 3)."""
+    """Pending and due, or left ``sending`` by a worker whose lease ran out (SPEC §18.3.3)."""
     pending = (M.status == models.PENDING) & (M.deferred_ts.is_null() | (M.deferred_ts <= now))
     return pending | (M.status == models.SENDING)
 
@@ -168,7 +169,14 @@ class MessageStore:
                 else:
                     M.update(**columns).where(M.pk == pk).execute()
                 events.append(
-                    _event(pk, item.tenant_id, "queued", now, None, {"replaced": old is not None})
+                    _event(
+                        pk,
+                        item.tenant_id,
+                        "queued",
+                        now=now,
+                        description=None,
+                        metadata={"replaced": old is not None},
+                    )
                 )
                 result.queued += 1
                 key = (item.tenant_id, item.account_id)
@@ -310,7 +318,14 @@ class MessageStore:
             if not updated:
                 return None
             models.MessageEvent.insert(
-                **_event(sending.pk, sending.tenant_id, event_type, now, description, metadata)
+                **_event(
+                    sending.pk,
+                    sending.tenant_id,
+                    event_type,
+                    now=now,
+                    description=description,
+                    metadata=metadata,
+                )
             ).execute()
         return RecordedOutcome(
             pk=sending.pk,

@@ -14,11 +14,20 @@ ME = "node-a"
 RETRY = {"max_retries": 2, "retry_delays": (60, 300), "rng": random.Random(7)}
 
 
-def _claim(store: Database, *, me: str = ME, now: int = NOW, limit: int = 50, account: str = "main",
-           **kw: object) -> list[str]:
+def _claim(
+    store: Database,
+    *,
+    me: str = ME,
+    now: int = NOW,
+    limit: int = 50,
+    account: str = "main",
+    **kw: object,
+) -> list[str]:
     tenant = store.tenants.get("acme")
     assert tenant is not None
-    claimed = store.messages.claim_due(tenant, account, me=me, now=now, lease_s=30, limit=limit, **kw)
+    claimed = store.messages.claim_due(
+        tenant, account, me=me, now=now, lease_s=30, limit=limit, **kw
+    )
     return [c.pk for c in claimed]
 
 
@@ -33,8 +42,12 @@ def _attempt(store: Database, pk: str, *, me: str = ME, now: int = NOW):
 def test_enqueue_then_claim_in_priority_then_fifo_order(store: Database) -> None:
     add_tenant_and_account(store)
     result = store.messages.enqueue(
-        [accepted("low", priority=3), accepted("a", priority=2), accepted("now", priority=0),
-         accepted("b", priority=2)],
+        [
+            accepted("low", priority=3),
+            accepted("a", priority=2),
+            accepted("now", priority=0),
+            accepted("b", priority=2),
+        ],
         NOW,
     )
     assert result.queued == 4
@@ -124,7 +137,9 @@ def test_sent_and_sending_messages_are_not_replaced(store: Database) -> None:
     done = _attempt(store, pks[0])
     store.messages.record_outcome(done, Sent(250, "OK"), me=ME, now=NOW, message_id=None, **RETRY)
     _attempt(store, pks[1])  # now "sending"
-    result = store.messages.enqueue([accepted("done", subject="x"), accepted("busy", subject="y")], NOW)
+    result = store.messages.enqueue(
+        [accepted("done", subject="x"), accepted("busy", subject="y")], NOW
+    )
     assert result.queued == 0
     assert [(r.id, r.field, r.reason) for r in result.rejected] == [
         ("done", "id", "already sent"),
@@ -142,12 +157,21 @@ def test_sent_outcome_is_recorded_with_its_event_and_releases_the_claim(store: D
     assert store.messages.get("acme", "m").status == "sending"
     refused = (Refusal("bob@example.org", 550, "no such user"),)
     recorded = store.messages.record_outcome(
-        sending, Sent(250, "2.0.0 OK", refused), me=ME, now=NOW + 1, message_id="<x@acme.example>",
+        sending,
+        Sent(250, "2.0.0 OK", refused),
+        me=ME,
+        now=NOW + 1,
+        message_id="<x@acme.example>",
         **RETRY,
     )
     assert recorded.status == "sent"
     row = store.messages.get("acme", "m")
-    assert (row.status, row.sent_ts, row.smtp_ts, row.claimed_by) == ("sent", NOW + 1, NOW + 1, None)
+    assert (row.status, row.sent_ts, row.smtp_ts, row.claimed_by) == (
+        "sent",
+        NOW + 1,
+        NOW + 1,
+        None,
+    )
     assert row.message_id == "<x@acme.example>"
     event = store.events.history(pk)[-1]
     assert event.event_type == "sent"
@@ -165,8 +189,12 @@ def test_temporary_failures_defer_with_backoff_then_end_in_error(store: Database
         sending = _attempt(store, pk, now=now)
         assert sending.attempt == attempt
         recorded = store.messages.record_outcome(
-            sending, TempFailure("SMTP 451: try later", "smtp", 451), me=ME, now=now,
-            message_id=None, **RETRY,
+            sending,
+            TempFailure("SMTP 451: try later", "smtp", 451),
+            me=ME,
+            now=now,
+            message_id=None,
+            **RETRY,
         )
         assert recorded.event_type == "deferred"
         row = store.messages.get("acme", "m")
@@ -179,7 +207,11 @@ def test_temporary_failures_defer_with_backoff_then_end_in_error(store: Database
     (pk,) = _claim(store, now=now)
     sending = _attempt(store, pk, now=now)
     store.messages.record_outcome(
-        sending, TempFailure("SMTP 451: try later", "smtp", 451), me=ME, now=now, message_id=None,
+        sending,
+        TempFailure("SMTP 451: try later", "smtp", 451),
+        me=ME,
+        now=now,
+        message_id=None,
         **RETRY,
     )
     row = store.messages.get("acme", "m")
@@ -188,8 +220,11 @@ def test_temporary_failures_defer_with_backoff_then_end_in_error(store: Database
     events = store.events.history(pk)
     assert [e.event_type for e in events] == ["queued", "deferred", "deferred", "error"]
     assert events[1].metadata == {
-        "attempt": 1, "smtp_code": 451, "next_attempt_ts": events[1].metadata["next_attempt_ts"],
-        "retry_count": 1, "reason": "smtp",
+        "attempt": 1,
+        "smtp_code": 451,
+        "next_attempt_ts": events[1].metadata["next_attempt_ts"],
+        "retry_count": 1,
+        "reason": "smtp",
     }
 
 
@@ -199,12 +234,20 @@ def test_permanent_failure_is_an_error_at_once(store: Database) -> None:
     (pk,) = _claim(store)
     sending = _attempt(store, pk)
     store.messages.record_outcome(
-        sending, PermFailure("SMTP 550: 5.1.1 no such user", 550), me=ME, now=NOW, message_id=None,
+        sending,
+        PermFailure("SMTP 550: 5.1.1 no such user", 550),
+        me=ME,
+        now=NOW,
+        message_id=None,
         **RETRY,
     )
     row = store.messages.get("acme", "m")
     assert (row.status, row.error, row.error_ts, row.smtp_ts) == (
-        "error", "SMTP 550: 5.1.1 no such user", NOW, NOW)
+        "error",
+        "SMTP 550: 5.1.1 no such user",
+        NOW,
+        NOW,
+    )
 
 
 def test_outcome_is_discarded_when_the_claim_was_lost(store: Database) -> None:
@@ -214,9 +257,12 @@ def test_outcome_is_discarded_when_the_claim_was_lost(store: Database) -> None:
     sending = _attempt(store, pk, me="a")
     # Lease ran out and another worker took the message over.
     assert _claim(store, me="b", now=NOW + 31) == [pk]
-    assert store.messages.record_outcome(
-        sending, Sent(250, "OK"), me="a", now=NOW + 32, message_id=None, **RETRY
-    ) is None
+    assert (
+        store.messages.record_outcome(
+            sending, Sent(250, "OK"), me="a", now=NOW + 32, message_id=None, **RETRY
+        )
+        is None
+    )
     assert store.messages.get("acme", "m").status == "pending"
 
 
@@ -263,8 +309,9 @@ def test_reported_events_mark_the_message_fully_reported(store: Database) -> Non
     add_tenant_and_account(store)
     store.messages.enqueue([accepted("m")], NOW)
     (pk,) = _claim(store)
-    store.messages.record_outcome(_attempt(store, pk), Sent(250, "OK"), me=ME, now=NOW,
-                                  message_id=None, **RETRY)
+    store.messages.record_outcome(
+        _attempt(store, pk), Sent(250, "OK"), me=ME, now=NOW, message_id=None, **RETRY
+    )
     (event,) = store.events.unreported("acme", 100)
     assert (event.event_type, event.message_id, event.message_pk) == ("sent", "m", pk)
     assert store.events.mark_reported([event.event_id], NOW + 2) == 1

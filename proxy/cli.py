@@ -1,0 +1,86 @@
+"""The ``mail-proxy`` command: argument parsing, then ``proxy.server.serve``.
+
+Flags of ``serve`` come from the option table in ``proxy.config``, so a new flag is a
+new table row. Configuration problems end the process with exit code 2 and one line
+on stderr (SPEC §15.1, §17); nothing here prints a traceback for them. The server
+module is imported only after the configuration has loaded, so a bad config fails
+fast and without touching the database or the network.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from proxy.config import ConfigError, load_settings, options
+from proxy.logs import setup_logging
+
+PROG = "mail-proxy"
+EXIT_CONFIG = 2
+
+
+def _fail(error: ConfigError, *, each_line: bool = False) -> NoReturn:
+    """Print the error as one line (or one per problem) and exit 2."""
+    for line in error.problems if each_line else (str(error),):
+        click.echo(f"{PROG}: {line}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def _setting_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one click option per table row that names a flag; values arrive as text or None."""
+    for option in reversed(options()):
+        if option.flag is None:
+            continue
+        if option.kind == "bool":
+            decorate = click.option(
+                option.flag, option.attr, is_flag=True, default=None, help=option.help
+            )
+        else:
+            metavar = option.flag.removeprefix("--").upper()
+            decorate = click.option(option.flag, option.attr, metavar=metavar, help=option.help)
+        command = decorate(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Multi-tenant outbound mail proxy: REST in, SMTP out, reports back to each tenant."""
+
+
+@main.command()
+@click.option("--config", "config_path", metavar="FILE", help="TOML config file (or GMP_CONFIG).")
+@_setting_flags
+def serve(config_path: str | None, **flags: Any) -> None:
+    """Start the proxy; SIGTERM/SIGINT stop it gracefully."""
+    try:
+        settings = load_settings(config_path, os.environ, flags)
+    except ConfigError as error:
+        _fail(error)
+    setup_logging(settings.log_level, settings.log_format)
+    from proxy.server import serve as run_server  # noqa: PLC0415 (only after a good config)
+
+    try:
+        code = run_server(settings)
+    except ConfigError as error:
+        _fail(error)
+    sys.exit(code)
+
+
+@main.group()
+def config() -> None:
+    """Work with configuration files (local; no server needed)."""
+
+
+@config.command("check")
+@click.argument("file", metavar="FILE")
+def config_check(file: str) -> None:
+    """Validate FILE with the current environment: exit 0, or 2 with one line per problem."""
+    try:
+        load_settings(file, os.environ)
+    except ConfigError as error:
+        _fail(error, each_line=True)
+    click.echo(f"ok: {file}")

@@ -1,0 +1,86 @@
+"""Shared fixtures. Keep each group together; server fixtures live in tests/fixtures/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pykka
+import pytest
+import trustme
+
+from tests.fixtures.smtp import SINK_PASSWORD, SINK_USER, SmtpSink, start_sink
+
+# -- actors ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _stop_all_actors() -> Iterator[None]:
+    """Every test ends with no actor alive (STYLE §7); a survivor fails the test."""
+    yield
+    pykka.ActorRegistry.stop_all()
+    survivors = pykka.ActorRegistry.get_all()
+    assert not survivors, f"actors still running after stop_all(): {survivors}"
+
+
+# -- SMTP ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A throw-away CA; sinks given it present certificates for localhost/127.0.0.1."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def trusted_tls_ca(
+    tls_ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> trustme.CA:
+    """Make ``ssl.create_default_context()`` trust only ``tls_ca`` (via SSL_CERT_FILE)."""
+    cafile = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(cafile))
+    monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return tls_ca
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A plain SMTP server (SMTPUTF8 advertised, no TLS, no AUTH)."""
+    with start_sink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp_sink_starttls(tls_ca: trustme.CA) -> Iterator[SmtpSink]:
+    """A server offering STARTTLS with a certificate from ``tls_ca``."""
+    with start_sink(tls="starttls", ca=tls_ca) as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp_sink_tls(tls_ca: trustme.CA) -> Iterator[SmtpSink]:
+    """An implicit-TLS server (TLS from the first byte) with a ``tls_ca`` certificate."""
+    with start_sink(tls="implicit", ca=tls_ca) as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp_sink_auth() -> Iterator[SmtpSink]:
+    """A plain server accepting AUTH PLAIN/LOGIN for SINK_USER/SINK_PASSWORD without TLS."""
+    with start_sink(auth=(SINK_USER, SINK_PASSWORD), auth_require_tls=False) as sink:
+        yield sink
+
+
+# -- store and tenant application --------------------------------------------------
+
+from tests.fixtures.stores import store  # noqa: E402, F401 (fixture re-export)
+from tests.fixtures.tenant_http import TenantApp, start_tenant_app  # noqa: E402
+
+
+@pytest.fixture
+def tenant_app() -> Iterator[TenantApp]:
+    """A real HTTP server playing the tenant application; records every sync call."""
+    app = start_tenant_app()
+    yield app
+    app.stop()

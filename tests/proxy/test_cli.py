@@ -1,0 +1,198 @@
+"""The ``mail-proxy`` command: config errors end with exit 2 and one line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from proxy import cli
+from proxy.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = "[server]\nport = 8001\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "mp.toml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No GMP_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("GMP_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    """Stand in for ``proxy.server`` (written elsewhere); records what ``serve`` received."""
+    module = types.ModuleType("proxy.server")
+    module.calls = []
+    module.result = 0
+
+    def serve(settings):
+        module.calls.append(settings)
+        if isinstance(module.result, Exception):
+            raise module.result
+        return module.result
+
+    module.serve = serve
+    monkeypatch.setitem(sys.modules, "proxy.server", module)
+    monkeypatch.setattr("proxy.cli.setup_logging", lambda level, fmt: None)
+    return module
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli.main, list(args))
+
+
+# -- config check (in process) ---------------------------------------------------------
+
+
+def test_config_check_accepts_a_good_file(tmp_path, clean_env):
+    path = write(tmp_path, GOOD)
+    result = run_cli("config", "check", path)
+    assert result.exit_code == 0
+    assert result.output == f"ok: {path}\n"
+
+
+def test_config_check_lists_every_problem_one_per_line(tmp_path, clean_env):
+    path = write(tmp_path, "[server]\nport = 'abc'\nprot = 1\n")
+    result = run_cli("config", "check", path)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"mail-proxy: invalid value for [server] port in {path}: expected an integer, got 'abc'",
+        f"mail-proxy: unknown key 'prot' in [server] of {path} (did you mean 'port'?)",
+    ]
+
+
+def test_config_check_sees_the_environment(tmp_path, clean_env):
+    path = write(tmp_path, '[security]\napi_token = "${ADMIN_TOKEN}"\n')
+    assert run_cli("config", "check", path).exit_code == 2
+    clean_env.setenv("ADMIN_TOKEN", "t" * 32)
+    assert run_cli("config", "check", path).exit_code == 0
+
+
+def test_config_check_missing_file(tmp_path, clean_env):
+    path = str(tmp_path / "missing.toml")
+    result = run_cli("config", "check", path)
+    assert result.exit_code == 2
+    assert (
+        result.stderr == f"mail-proxy: cannot read config file {path}: No such file or directory\n"
+    )
+
+
+# -- serve (in process, fake server) -------------------------------------------------------
+
+
+def test_serve_passes_file_env_and_flags_to_the_server(tmp_path, clean_env, fake_server):
+    clean_env.setenv("GMP_HOST", "127.0.0.2")
+    fake_server.result = 3
+    path = write(tmp_path, GOOD)
+    result = run_cli("serve", "--config", path, "--db", ":memory:", "--test-mode")
+    assert result.exit_code == 3
+    (settings,) = fake_server.calls
+    assert (settings.port, settings.host, settings.db_path) == (8001, "127.0.0.2", ":memory:")
+    assert settings.test_mode is True
+    assert settings.config_path == path
+
+
+def test_serve_flags_beat_the_environment(clean_env, fake_server):
+    clean_env.setenv("GMP_PORT", "8100")
+    result = run_cli("serve", "--port", "8200", "--api-token", "x" * 32, "--log-level", "debug")
+    assert result.exit_code == 0
+    (settings,) = fake_server.calls
+    assert (settings.port, settings.api_token, settings.log_level) == (8200, "x" * 32, "DEBUG")
+    assert settings.test_mode is False
+
+
+def test_config_error_from_the_server_is_one_line(clean_env, fake_server):
+    fake_server.result = ConfigError("another instance holds /x.db.lock")
+    result = run_cli("serve")
+    assert result.exit_code == 2
+    assert result.stderr == "mail-proxy: another instance holds /x.db.lock\n"
+
+
+def test_bad_flag_value_is_a_config_error(clean_env, fake_server):
+    result = run_cli("serve", "--port", "abc")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "mail-proxy: invalid value for --port (command line): expected an integer, got 'abc'\n"
+    )
+    assert fake_server.calls == []
+
+
+def test_serve_help_lists_the_table_flags(clean_env):
+    result = run_cli("serve", "--help")
+    assert result.exit_code == 0
+    for flag in ("--config", "--host", "--port", "--db", "--api-token", "--test-mode"):
+        assert flag in result.output
+
+
+# -- serve (real subprocess) ---------------------------------------------------------------
+
+
+def serve_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GMP_")}
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), clean.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", *args],
+        env=clean | env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mail-proxy: ")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "needles"),
+    [
+        ("[server]\nport = 'abc'\n", {}, ["[server] port", "{path}", "expected an integer"]),
+        (GOOD, {"GMP_PORT": "abc"}, ["GMP_PORT (environment)", "got 'abc'"]),
+        ("[server]\nprot = 1\n", {}, ["unknown key 'prot'", "[server]", "{path}"]),
+        (
+            "[security]\napi_token = '${UNSET_ADMIN_TOKEN}'\n",
+            {},
+            ["'UNSET_ADMIN_TOKEN'", "[security] api_token", "{path}"],
+        ),
+        ("[server\n", {}, ["invalid TOML", "{path}", "line 1"]),
+    ],
+)
+def test_serve_subprocess_bad_config(tmp_path, text, env, needles):
+    path = write(tmp_path, text, "bad.toml")
+    result = serve_process(["--config", path], env, tmp_path)
+    assert_one_line_exit_2(result, *(n.format(path=path) for n in needles))
+
+
+def test_serve_subprocess_missing_file_via_gmp_config(tmp_path):
+    path = str(tmp_path / "absent.toml")
+    result = serve_process([], {"GMP_CONFIG": path}, tmp_path)
+    assert_one_line_exit_2(result, "cannot read config file", path)
+
+
+def test_serve_subprocess_unreadable_file(tmp_path):
+    result = serve_process(["--config", str(tmp_path)], {}, tmp_path)
+    assert_one_line_exit_2(result, "cannot read config file", str(tmp_path))
