@@ -249,3 +249,19 @@ def test_sink_on_a_busy_port_fails_clearly(sink):
     with pytest.raises(RuntimeError, match=f"report sink cannot listen on 127.0.0.1:{port}"):
         rival.start()
     rival.stop()
+
+
+def test_a_start_that_times_out_cleans_up_its_thread_and_loop(mail_dir):
+    # A zero ready timeout makes aiosmtpd give up at a random point of its start-up;
+    # whatever the point, start() either works or fails clearly, and nothing survives.
+    threads_before = set(threading.enumerate())
+    errors = []
+    for _ in range(20):
+        server = CaptureSmtpServer("127.0.0.1", 0, str(mail_dir))
+        try:
+            server.start(ready_timeout_s=0.0)
+        except RuntimeError as err:
+            errors.append(str(err))
+        server.stop()
+    assert all("did not start within 0.0s" in error for error in errors)
+    assert set(threading.enumerate()) == threads_before
