@@ -2,16 +2,18 @@
 
 Everything is passed in, so tests build the app over a real temporary store
 and a recording fake engine. Resources are thin: validate, one store call,
-one engine tell.
+one engine tell. Access levels come from each responder's ``@operation``.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
 
 import falcon
 
 from proxy.api import _auth, _errors
+from proxy.api._doc import PUBLIC, Operation, operation_of
 from proxy.api.accounts import AccountCollection
 from proxy.api.commands import AddMessages, RunNow
 from proxy.api.deps import Deps
@@ -25,34 +27,13 @@ from proxy.engine import Engine
 from proxy.metrics import Metrics
 from proxy.store import Database
 
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
-def create_app(
-    settings: Settings,
-    store: Database,
-    engine: Engine,
-    *,
-    metrics: Metrics | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-) -> falcon.App:
-    deps = Deps(settings, store, engine, metrics or Metrics(), clock)
 
-    def tenant_for_digest(token_digest: str) -> str | None:
-        found = store.tenants.tenant_for_key_hash(token_digest, deps.now())
-        if found is None or not hmac.compare_digest(found[1], token_digest):
-            return None
-        return found[0]
-
-    app = falcon.App(
-        middleware=[
-            _auth.AuthMiddleware(lambda: settings.api_token, tenant_for_digest),
-        ]
-    )
-    app.req_options.strip_url_path_trailing_slash = True
-    app.resp_options.default_media_type = falcon.MEDIA_JSON
-    _errors.install(app)
-
+def routes(deps: Deps) -> list[tuple[str, object, str | None]]:
+    """THE route table: (URI template, resource, responder suffix)."""
     accounts, tenants = AccountCollection(deps), TenantCollection(deps)
-    routes: list[tuple[str, object, str | None]] = [
+    return [
         ("/health", Health(deps), None),
         ("/metrics", MetricsResource(deps), None),
         ("/commands/run-now", RunNow(deps), None),
@@ -64,6 +45,49 @@ def create_app(
         ("/tenants", tenants, "list"),
         ("/tenant/{tenant_id}", TenantItem(deps), None),
     ]
-    for path, resource, suffix in routes:
-        app.add_route(path, resource, suffix=suffix)
+
+
+def operations(table: list[tuple[str, object, str | None]]) -> Iterator[tuple[str, str, Operation]]:
+    """Every (template, method, Operation) the table serves; a responder without one is a bug."""
+    for template, resource, suffix in table:
+        for method in METHODS:
+            name = f"on_{method.lower()}" + (f"_{suffix}" if suffix else "")
+            responder = getattr(resource, name, None)
+            if responder is None:
+                continue
+            op = operation_of(responder)
+            if op is None:
+                raise TypeError(f"{type(resource).__name__}.{name} has no @operation")
+            yield template, method, op
+
+
+def create_app(
+    settings: Settings,
+    store: Database,
+    engine: Engine,
+    *,
+    metrics: Metrics | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> falcon.App:
+    deps = Deps(settings, store, engine, metrics or Metrics(), clock)
+    table = routes(deps)
+    access = {(template, method): op.access for template, method, op in operations(table)}
+    if settings.metrics_public:
+        access[("/metrics", "GET")] = PUBLIC
+    admin_digest = _auth.digest(settings.api_token) if settings.api_token else None
+
+    def tenant_for_digest(token_digest: str) -> str | None:
+        found = store.tenants.tenant_for_key_hash(token_digest, deps.now())
+        if found is None or not hmac.compare_digest(found[1], token_digest):
+            return None
+        return found[0]
+
+    app = falcon.App(
+        middleware=[_auth.AuthMiddleware(access, lambda: admin_digest, tenant_for_digest)]
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.default_media_type = falcon.MEDIA_JSON
+    _errors.install(app)
+    for template, resource, suffix in table:
+        app.add_route(template, resource, suffix=suffix)
     return app

@@ -192,16 +192,16 @@ class CaptureSmtpServer:
             enable_SMTPUTF8=True,
             decode_data=False,  # raw bytes, and aiosmtpd then advertises 8BITMIME
         )
-        self._port = controller.port
         try:
             controller.start()
         except Exception as err:
             controller.stop_after_failed_start(ready_timeout_s + STOP_TIMEOUT_S)
             sock.close()
             raise RuntimeError(
-                f"capture SMTP server on {self._host}:{self._port} did not start "
+                f"capture SMTP server on {self._host}:{controller.port} did not start "
                 f"within {ready_timeout_s}s: {err}"
             ) from err
+        self._port = controller.port
         self._controller = controller
         logger.info(
             "capture SMTP server listening on %s:%s, writing to %s",

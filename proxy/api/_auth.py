@@ -1,22 +1,23 @@
 """Authentication middleware: ``X-API-Token`` → ``req.context.principal`` (SPEC §2).
 
-Resources declare ``access = "public" | "auth" | "admin"`` (per resource, or a
-dict per HTTP method). Authentication runs before the body is read, so an
-unauthenticated request with a malformed body gets 401, not 422.
+Each responder's ``@operation(access=...)`` (``proxy.api._doc``) decides its
+level; ``proxy.app`` hands the middleware the resulting map of
+``(uri_template, method) → level``. A route missing from the map needs a token.
+Authentication runs before the body is read, so an unauthenticated request
+with a malformed body gets 401, not 422.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import falcon
 
+from proxy.api._doc import ADMIN, AUTH, PUBLIC
 from proxy.api._errors import ADMIN_REQUIRED, WRONG_TENANT, Forbidden, Unauthorized
-
-PUBLIC, AUTH, ADMIN = "public", "auth", "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,23 +52,20 @@ def require_tenant(principal: Principal, tenant_id: str | None) -> str | None:
 class AuthMiddleware:
     def __init__(
         self,
-        admin_token: Callable[[], str | None],
+        access: Mapping[tuple[str, str], str],
+        admin_digest: Callable[[], str | None],
         tenant_for_digest: Callable[[str], str | None],
-        *,
-        public_metrics: bool = False,
     ) -> None:
-        self._admin_token = admin_token
+        self._access = access
+        self._admin_digest = admin_digest
         self._tenant_for_digest = tenant_for_digest
-        self._public_metrics = public_metrics
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
     ) -> None:
         if resource is None:
             return
-        access = getattr(resource, "access", AUTH)
-        if isinstance(access, dict):
-            access = access.get(req.method, AUTH)
+        access = self._access.get((req.uri_template, req.method), AUTH)
         if access == PUBLIC:
             req.context.principal = ADMIN_PRINCIPAL
             return
@@ -82,10 +80,10 @@ class AuthMiddleware:
             auth = req.get_header("Authorization") or ""
             if auth.lower().startswith("bearer "):
                 token = auth[7:].strip()
-        admin = self._admin_token()
+        admin = self._admin_digest()
         if token:
             token_digest = digest(token)
-            if admin and hmac.compare_digest(token_digest, digest(admin)):
+            if admin and hmac.compare_digest(token_digest, admin):
                 return ADMIN_PRINCIPAL
             tenant_id = self._tenant_for_digest(token_digest)
             if tenant_id is not None:

@@ -8,6 +8,7 @@ import falcon
 
 from proxy.api import _auth
 from proxy.api._body import omit_none, read_object, validate
+from proxy.api._doc import AUTH, Param, operation
 from proxy.api._errors import NotFound, Unprocessable, problem
 from proxy.api.deps import Deps
 from proxy.api.schemas import AccountPayload
@@ -40,11 +41,16 @@ def tenant_scope(principal: _auth.Principal, tenant_id: str | None, *, loc: list
 
 
 class AccountCollection:
-    access = _auth.AUTH
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(
+        summary="Create or replace an SMTP account",
+        access=AUTH,
+        tag="Accounts",
+        request=AccountPayload,
+        errors=(403, 404, 413, 422),
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         payload = validate(AccountPayload, read_object(req, self.deps.settings.max_request_mb))
         tenant_id = tenant_scope(
@@ -60,6 +66,13 @@ class AccountCollection:
         self.deps.engine.account_changed(tenant_id, payload.id)
         resp.media = {"ok": True, "created": True} if created else {"ok": True}
 
+    @operation(
+        summary="List SMTP accounts",
+        access=AUTH,
+        tag="Accounts",
+        errors=(403,),
+        query=(Param("tenant_id", description="optional with the admin token"),),
+    )
     def on_get_list(self, req: falcon.Request, resp: falcon.Response) -> None:
         tenant_id = _auth.require_tenant(req.context.principal, req.get_param("tenant_id"))
         accounts = self.deps.store.accounts.list(tenant_id)

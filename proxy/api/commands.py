@@ -6,6 +6,7 @@ import falcon
 
 from proxy.api import _auth, validation
 from proxy.api._body import read_json
+from proxy.api._doc import AUTH, operation
 from proxy.api._errors import WRONG_TENANT, ApiError, BadRequest, Forbidden, Unprocessable
 from proxy.api.deps import Deps
 
@@ -13,11 +14,15 @@ ALL_REJECTED = "all messages rejected"
 
 
 class AddMessages:
-    access = _auth.AUTH
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(
+        summary="Validate and enqueue messages",
+        access=AUTH,
+        tag="Commands",
+        errors=(400, 403, 413, 422),
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal: _auth.Principal = req.context.principal
         store, settings = self.deps.store, self.deps.settings
@@ -59,11 +64,10 @@ def _rejected(message: str, rejected: list[dict]) -> ApiError:
 
 
 class RunNow:
-    access = _auth.AUTH
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(summary="Wake sending and syncing now", access=AUTH, tag="Commands")
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         # No body required; any body is ignored (SPEC §3.5).
         self.deps.engine.run_now(req.context.principal.tenant_id)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import falcon
 
-from proxy.api import _auth
+from proxy.api._doc import PUBLIC, operation
 from proxy.api.deps import Deps
 
 
 class Health:
-    access = _auth.PUBLIC
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(
+        summary="Liveness and database reachability", access=PUBLIC, tag="Health", errors=(503,)
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.deps.store.ping():
             resp.media = {"ok": True, "status": "ok"}

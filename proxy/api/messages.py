@@ -8,6 +8,7 @@ import falcon
 
 from proxy.api import _auth
 from proxy.api._body import omit_none, query_bool, query_int
+from proxy.api._doc import AUTH, Param, operation
 from proxy.api._errors import Unprocessable, problem
 from proxy.api.deps import Deps
 from proxy.clock import iso_utc
@@ -81,11 +82,25 @@ def message_record(row: MessageRow, tenant: TenantRecord | None, status: str) ->
 
 
 class MessageCollection:
-    access = _auth.AUTH
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(
+        summary="List messages",
+        access=AUTH,
+        tag="Messages",
+        errors=(403, 422),
+        query=(
+            Param("tenant_id", description="optional with the admin token"),
+            Param("active_only", "boolean"),
+            Param("include_history", "boolean"),
+            Param("status", enum=STATUSES),
+            Param("batch_code"),
+            Param("id", description="one client id"),
+            Param("limit", "integer"),
+            Param("offset", "integer"),
+        ),
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         tenant_id = _auth.require_tenant(req.context.principal, req.get_param("tenant_id"))
         status = req.get_param("status")

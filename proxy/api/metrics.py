@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from proxy.api import _auth
+from proxy.api._doc import ADMIN, operation
 from proxy.api.deps import Deps
 from proxy.metrics import CONTENT_TYPE
 
@@ -12,8 +12,15 @@ from proxy.metrics import CONTENT_TYPE
 class MetricsResource:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        self.access = _auth.PUBLIC if deps.settings.metrics_public else _auth.ADMIN
 
+    @operation(
+        summary="Prometheus metrics",
+        access=ADMIN,
+        tag="Health",
+        response_media="text/plain",
+        description="Also accepts `Authorization: Bearer <admin token>`; public with "
+        "GMP_METRICS_PUBLIC.",
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE
         resp.data = self.deps.metrics.render()

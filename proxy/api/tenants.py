@@ -9,6 +9,7 @@ import falcon
 
 from proxy.api import _auth
 from proxy.api._body import omit_none, query_bool, read_object, validate
+from proxy.api._doc import ADMIN, AUTH, Param, operation
 from proxy.api._errors import NotFound
 from proxy.api.deps import Deps
 from proxy.api.schemas import TenantPayload
@@ -56,11 +57,16 @@ def tenant_info(tenant: TenantRecord, now: int) -> dict[str, Any]:
 class TenantCollection:
     """``POST /tenant`` (create or merge) and ``GET /tenants``."""
 
-    access = _auth.ADMIN
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(
+        summary="Create or update a tenant",
+        access=ADMIN,
+        tag="Tenants",
+        request=TenantPayload,
+        errors=(413, 422),
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         payload = validate(TenantPayload, read_object(req, self.deps.settings.max_request_mb))
         now = self.deps.now()
@@ -75,6 +81,12 @@ class TenantCollection:
         self.deps.engine.tenant_changed(payload.id)
         resp.media = body
 
+    @operation(
+        summary="List tenants",
+        access=ADMIN,
+        tag="Tenants",
+        query=(Param("active_only", "boolean"),),
+    )
     def on_get_list(self, req: falcon.Request, resp: falcon.Response) -> None:
         now = self.deps.now()
         tenants = self.deps.store.tenants.list(active_only=query_bool(req, "active_only"))
@@ -84,11 +96,10 @@ class TenantCollection:
 class TenantItem:
     """``GET /tenant/{tenant_id}``: a single TenantInfo, no ``ok`` wrapper (as the original)."""
 
-    access = _auth.AUTH
-
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    @operation(summary="Read one tenant", access=AUTH, tag="Tenants", errors=(403, 404))
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str) -> None:
         _auth.require_tenant(req.context.principal, tenant_id)
         tenant = self.deps.store.tenants.get(tenant_id)

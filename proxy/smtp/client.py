@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import socket
 import ssl
 import time
@@ -85,7 +86,20 @@ def tls_mode(endpoint: SmtpEndpoint) -> TlsMode:
 
 
 def tls_context(*, verify: bool) -> ssl.SSLContext:
-    """Build the client TLS context; the system trust store (honours ``SSL_CERT_FILE``)."""
+    """Return the client TLS context: the system trust store, honouring ``SSL_CERT_FILE``.
+
+    Loading the trust store costs ~20 ms, so contexts are shared process-wide
+    (an ``SSLContext`` is safe to share between client connections and threads),
+    one per verification mode and trust-store location.
+    """
+    return _shared_tls_context(
+        verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_tls_context(verify: bool, cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    # cafile/capath only key the cache: create_default_context reads the same variables.
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
@@ -131,7 +145,6 @@ class SmtpConnection:
         self._clock = clock
         self._loop = asyncio.new_event_loop()
         self._smtp: aiosmtplib.SMTP | None = None
-        self._tls_context: ssl.SSLContext | None = None
         self._last_used = 0.0
 
     @property
@@ -224,7 +237,7 @@ class SmtpConnection:
             timeout=self._connect_timeout_s,
             use_tls=mode == "implicit",
             start_tls=False,
-            tls_context=None if mode == "plain" else self._client_tls_context(),
+            tls_context=None if mode == "plain" else tls_context(verify=endpoint.tls_verify),
         )
         try:
             await smtp.connect()
@@ -238,11 +251,6 @@ class SmtpConnection:
             raise
         smtp.timeout = self._send_timeout_s
         return smtp
-
-    def _client_tls_context(self) -> ssl.SSLContext:
-        if self._tls_context is None:
-            self._tls_context = tls_context(verify=self._endpoint.tls_verify)
-        return self._tls_context
 
     def _quit(self) -> None:
         smtp = self._smtp

@@ -23,6 +23,7 @@ message needs SMTPUTF8, which ``BuiltMessage.needs_smtputf8`` tells the client.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import io
@@ -92,36 +93,17 @@ def build(
     the multipart boundaries, so the same inputs always give the same bytes.
     """
     from_name, from_addr = parseaddr(payload["from"])
-    if not from_name:
-        from_name = payload.get("from_name") or ""
-    to = _pairs(payload.get("to"))
-    cc = _pairs(payload.get("cc"))
-    bcc = _pairs(payload.get("bcc"))
-    reply_to = _pairs(payload.get("reply_to"))
+    to, cc, bcc = (_pairs(payload.get(field)) for field in ("to", "cc", "bcc"))
     envelope_from = _bare(payload.get("return_path")) or _bare(bounce_return_path) or from_addr
     recipients = _dedupe(addr for _, addr in (*to, *cc, *bcc))
-    message_id = payload.get("message_id") or f"<{pk}@{_id_domain(from_addr)}>"
-
-    headers: dict[str, tuple[str, str]] = {}
-
-    def put(name: str, value: str) -> None:
-        headers[name.lower()] = (name, value)
-
-    put("From", _address_list([(from_name, from_addr)]))
-    put("To", _address_list(to))
-    if cc:
-        put("Cc", _address_list(cc))
-    if reply_to:
-        put("Reply-To", _address_list(reply_to))
-    put("Subject", _unstructured("Subject", payload.get("subject", "")))
-    put("Date", format_datetime(datetime.fromtimestamp(now_ts, tz=UTC)))
-    put("Message-ID", message_id)
-    put("MIME-Version", "1.0")
-    put("X-Genro-Mail-ID", _custom_value("X-Genro-Mail-ID", str(payload["id"])))
-    for name, value in (payload.get("headers") or {}).items():
-        if value is not None and name.lower() not in RESERVED_HEADERS:
-            put(name, _custom_value(name, str(value)))
-
+    headers = _headers(
+        payload,
+        sender=(from_name or payload.get("from_name") or "", from_addr),
+        to=to,
+        cc=cc,
+        default_message_id=f"<{pk}@{_id_domain(from_addr)}>",
+        now_ts=now_ts,
+    )
     root = Message()
     for name, value in headers.values():
         _add(root, name, value)
@@ -130,9 +112,45 @@ def build(
         envelope_from=envelope_from,
         recipients=recipients,
         data=_flatten(root),
-        message_id=message_id,
+        message_id=headers["message-id"][1],
         needs_smtputf8=not all(a.isascii() for a in (envelope_from, *recipients)),
     )
+
+
+def _headers(
+    payload: Mapping[str, Any],
+    *,
+    sender: tuple[str, str],
+    to: list[tuple[str, str]],
+    cc: list[tuple[str, str]],
+    default_message_id: str,
+    now_ts: int,
+) -> dict[str, tuple[str, str]]:
+    """Top-level headers by lower-cased name, in SPEC §6.3.4 order; custom ones last.
+
+    A custom header replaces a same-named one in place (so a custom Message-ID
+    is also the one reported); reserved names are ignored, never overridden.
+    """
+    headers: dict[str, tuple[str, str]] = {}
+
+    def put(name: str, value: str) -> None:
+        headers[name.lower()] = (name, value)
+
+    put("From", _address_list([sender]))
+    put("To", _address_list(to))
+    if cc:
+        put("Cc", _address_list(cc))
+    if reply_to := _pairs(payload.get("reply_to")):
+        put("Reply-To", _address_list(reply_to))
+    put("Subject", _unstructured("Subject", payload.get("subject", "")))
+    put("Date", format_datetime(datetime.fromtimestamp(now_ts, tz=UTC)))
+    put("Message-ID", payload.get("message_id") or default_message_id)
+    put("MIME-Version", "1.0")
+    put("X-Genro-Mail-ID", _custom_value("X-Genro-Mail-ID", str(payload["id"])))
+    for name, value in (payload.get("headers") or {}).items():
+        if value is not None and name.lower() not in RESERVED_HEADERS:
+            put(name, _custom_value(name, str(value)))
+    return headers
 
 
 # -- addresses -----------------------------------------------------------------
@@ -312,10 +330,7 @@ def _short_lines(text: str) -> bool:
 
 
 def _b64_wrapped(data: bytes) -> str:
-    # 57 input bytes give one 76-character line (RFC 2045 §6.8).
-    return "".join(
-        binascii.b2a_base64(data[i : i + 57]).decode("ascii") for i in range(0, len(data), 57)
-    )
+    return base64.encodebytes(data).decode("ascii")  # 76-character lines (RFC 2045 §6.8)
 
 
 def _fill_multipart(target: Message, subtype: str, parts: list[Message], boundary: str) -> None:

@@ -46,7 +46,29 @@ class Migration:
 # Fresh databases get the current schema and are stamped with the latest
 # version; existing ones run every migration above their stamp, in order.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial schema", lambda db: db.create_tables(models.ALL_MODELS, safe=True)),
+    Migration(
+        1,
+        "initial schema",
+        lambda db: db.create_tables(
+            [
+                models.SchemaMigration,
+                models.InstanceSetting,
+                models.Tenant,
+                models.TenantApiKey,
+                models.Account,
+                models.Message,
+                models.MessageEvent,
+            ],
+            safe=True,
+        ),
+    ),
+    Migration(
+        2,
+        "command log, rate counters, instance heartbeats",
+        lambda db: db.create_tables(
+            [models.CommandLogEntry, models.RateCounter, models.InstanceHeartbeat], safe=True
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

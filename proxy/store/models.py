@@ -155,6 +155,40 @@ class MessageEvent(BaseModel):
         indexes = ((("tenant_id", "reportable", "reported_ts"), False),)
 
 
+class CommandLogEntry(BaseModel):
+    """Audit log of mutating commands (SPEC §3.13); payload secrets are masked before storing."""
+
+    id = peewee.AutoField()
+    command_ts = peewee.BigIntegerField(index=True)
+    endpoint = peewee.CharField(max_length=64)
+    tenant_id = peewee.CharField(max_length=64, null=True, index=True)
+    actor = peewee.CharField(max_length=16)  # admin | tenant
+    payload = peewee.TextField(null=True)  # JSON
+    response_status = peewee.IntegerField()
+
+
+class RateCounter(BaseModel):
+    """Sends per window (SPEC §7.1): scope ``account:<tenant>:<id>`` or ``tenant:<tenant>``."""
+
+    scope = peewee.CharField(max_length=200)
+    window = peewee.CharField(max_length=8)  # minute | hour | day
+    window_start = peewee.BigIntegerField()
+    count = peewee.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("scope", "window", "window_start"), True),)
+
+
+class InstanceHeartbeat(BaseModel):
+    """One row per live instance sharing the database (SPEC §18.2)."""
+
+    instance_id = peewee.CharField(primary_key=True, max_length=128)
+    nonce = peewee.CharField(max_length=64)
+    started_ts = peewee.BigIntegerField()
+    last_heartbeat_ts = peewee.BigIntegerField()
+    active = peewee.BooleanField(default=True)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     SchemaMigration,
     InstanceSetting,
@@ -163,4 +197,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Account,
     Message,
     MessageEvent,
+    CommandLogEntry,
+    RateCounter,
+    InstanceHeartbeat,
 )

@@ -6,7 +6,7 @@ decides what changes in the database, and in one transaction each.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import peewee
@@ -130,6 +130,14 @@ class TenantStore:
             models.MessageEvent.delete().where(models.MessageEvent.tenant_id == tenant_id).execute()
             models.Message.delete().where(models.Message.tenant_id == tenant_id).execute()
             return True
+
+    # -- suspension (SPEC §8) ---------------------------------------------------
+
+    def set_suspended_batches(self, tenant_id: str, batches: Sequence[str], now: int) -> None:
+        """Store the suspension list: empty, ``["*"]``, or sorted batch codes."""
+        models.Tenant.update(suspended_batches=dumps(sorted(set(batches))), updated_ts=now).where(
+            models.Tenant.id == tenant_id
+        ).execute()
 
     # -- API keys --------------------------------------------------------------
 

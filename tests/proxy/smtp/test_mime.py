@@ -230,6 +230,12 @@ def test_custom_header_replaces_a_default_in_place():
     assert msg["List-Id"] == "<l.x.org>"
 
 
+def test_custom_message_id_is_the_one_reported():
+    built = make(headers={"Message-ID": "<custom@tenant.example>"})
+    assert built.message_id == "<custom@tenant.example>"
+    assert parse(built).get_all("Message-ID") == ["<custom@tenant.example>"]
+
+
 def test_reserved_custom_headers_are_ignored():
     msg = parse(
         make(headers={"Content-Type": "text/html", "Bcc": "x@y.org", "X-Genro-Mail-ID": "z"})

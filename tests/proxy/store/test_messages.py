@@ -318,3 +318,26 @@ def test_reported_events_mark_the_message_fully_reported(store: Database) -> Non
     assert store.events.mark_reported([event.event_id], NOW + 3) == 0  # at most once
     assert store.events.unreported("acme", 100) == []
     assert store.messages.get("acme", "m").reported_ts == NOW + 2
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path) -> None:
+    import peewee
+
+    from proxy.store import db as store_db
+    from proxy.store import models
+
+    path = str(tmp_path / "old.db")
+    raw = peewee.SqliteDatabase(path)
+    models.database_proxy.initialize(raw)
+    store_db.MIGRATIONS[0].apply(raw)
+    models.SchemaMigration.insert(version=1, applied_ts=0).execute()
+    raw.close()
+    store = open_store(path)
+    try:
+        assert models.SchemaMigration.select(
+            peewee.fn.MAX(models.SchemaMigration.version)
+        ).scalar() == (store_db.LATEST_VERSION)
+        assert store.db.table_exists("command_log_entry")
+        assert store_db.migrate(store.db) == store_db.LATEST_VERSION  # idempotent
+    finally:
+        store.close()
