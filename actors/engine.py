@@ -14,6 +14,7 @@ from actors.messages import (
     RunNow,
     TenantChanged,
     TenantRemoved,
+    WakeAccounts,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ class ActorEngine:
 
     def run_now(self, tenant_id: str | None) -> None:
         self._tell(RunNow(tenant_id))
+
+    def wake_accounts(self, tenant_id: str | None) -> None:
+        self._tell(WakeAccounts(tenant_id))
+
+    def reload_bounce(self) -> None:
+        """No bounce poller runs yet (SPEC §11 arrives with its own issue)."""
+        logger.debug("reload-bounce requested; no bounce poller configured")
 
     def tenant_changed(self, tenant_id: str) -> None:
         self._tell(TenantChanged(tenant_id))

@@ -28,6 +28,13 @@ class RunNow:
 
 
 @dataclass(frozen=True, slots=True)
+class WakeAccounts:
+    """Sending may resume (activation, scheduler resumed): wake accounts, no forced sync."""
+
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantChanged:
     """A tenant was created or updated: (re)load its actor's configuration."""
 

@@ -1,7 +1,8 @@
 """Supervisor: the only actor that spawns, stops and routes to the others.
 
 Receives:
-  MessagesAdded, RunNow          from the API (via ``ActorEngine``): wake accounts and syncs
+  MessagesAdded, RunNow,
+  WakeAccounts                   from the API (via ``ActorEngine``): wake accounts and syncs
   TenantChanged, TenantRemoved   spawn, reload or stop a TenantActor (and its accounts)
   AccountChanged, AccountRemoved reload or stop an AccountActor
   ReportsPending(tenant_id)      from an AccountActor: forward ``SyncDue`` to the tenant
@@ -46,6 +47,7 @@ from actors.messages import (
     SyncDue,
     TenantChanged,
     TenantRemoved,
+    WakeAccounts,
     WorkAvailable,
 )
 from actors.reporter import ReporterActor
@@ -118,6 +120,8 @@ class Supervisor(pykka.ThreadingActor):
                     self._tell_account(key, WorkAvailable(immediate=key in immediate))
             case RunNow(tenant_id=tenant_id):
                 self._run_now(tenant_id)
+            case WakeAccounts(tenant_id=tenant_id):
+                self._wake_accounts(tenant_id)
             case ReportsPending(tenant_id=tenant_id):
                 self._tell_tenant(tenant_id, SyncDue())
             case TenantChanged(tenant_id=tenant_id):
@@ -174,9 +178,12 @@ class Supervisor(pykka.ThreadingActor):
         self.tenants[tenant_id] = ref
         return ref
 
-    def _run_now(self, tenant_id: str | None) -> None:
+    def _wake_accounts(self, tenant_id: str | None) -> None:
         for account in self.ctx.store.accounts.list(tenant_id):
             self._tell_account((account.tenant_id, account.id), WorkAvailable())
+
+    def _run_now(self, tenant_id: str | None) -> None:
+        self._wake_accounts(tenant_id)
         tenant_ids = [tenant_id] if tenant_id else [t.id for t in self.ctx.store.tenants.list()]
         for tid in tenant_ids:
             # Only a tenant token's run-now forces a call and clears DND (SPEC §10.9).

@@ -18,6 +18,12 @@ class Engine(Protocol):
 
     def run_now(self, tenant_id: str | None) -> None: ...
 
+    def wake_accounts(self, tenant_id: str | None) -> None:
+        """Sending may resume (activation): look for due work now, without forcing a sync."""
+        ...
+
+    def reload_bounce(self) -> None: ...
+
     def tenant_changed(self, tenant_id: str) -> None: ...
 
     def tenant_removed(self, tenant_id: str) -> None: ...
@@ -36,6 +42,12 @@ class NullEngine:
         return None
 
     def run_now(self, tenant_id: str | None) -> None:
+        return None
+
+    def wake_accounts(self, tenant_id: str | None) -> None:
+        return None
+
+    def reload_bounce(self) -> None:
         return None
 
     def tenant_changed(self, tenant_id: str) -> None:
