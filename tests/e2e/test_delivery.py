@@ -1,0 +1,117 @@
+"""Delivery through the proxy against real SMTP servers: TLS modes, AUTH, test mode, metrics."""
+
+from __future__ import annotations
+
+import email
+
+from tests.fixtures.proxy import fast_settings, message, running_proxy
+from tests.fixtures.smtp import SINK_PASSWORD, SINK_USER, start_sink
+from tests.fixtures.waiting import wait_until
+
+
+def _tenant_and_account(api, sink, **account: object) -> None:
+    api.add_tenant("acme")
+    api.add_account("acme", "main", host=sink.host, port=sink.port, **account)
+
+
+def test_starttls_with_verified_certificate_and_auth(tmp_path, tls_ca, trusted_tls_ca) -> None:
+    with (
+        start_sink(tls="starttls", ca=tls_ca, auth=(SINK_USER, SINK_PASSWORD)) as sink,
+        running_proxy(fast_settings(tmp_path)) as (_server, api),
+    ):
+        _tenant_and_account(api, sink, use_tls=True, user=SINK_USER, password=SINK_PASSWORD)
+        api.add_messages(message("secure-1"))
+        (received,) = sink.wait_for(1)
+        assert received.tls
+        assert received.login == SINK_USER
+        api.wait_status("secure-1", "sent")
+        listed = api.get("/accounts", params={"tenant_id": "acme"}).json()["accounts"][0]
+        assert listed["password_set"] is True
+        assert "password" not in listed
+
+
+def test_implicit_tls_with_verification_off_for_a_self_signed_server(tmp_path, tls_ca) -> None:
+    with (
+        start_sink(tls="implicit", ca=tls_ca) as sink,
+        running_proxy(fast_settings(tmp_path)) as (_server, api),
+    ):
+        _tenant_and_account(api, sink, use_ssl=True, tls_verify=False)
+        api.add_messages(message("tls-1"))
+        (received,) = sink.wait_for(1)
+        assert received.tls
+
+
+def test_untrusted_certificate_is_a_temporary_failure(tmp_path, tls_ca) -> None:
+    with (
+        start_sink(tls="implicit", ca=tls_ca) as sink,
+        running_proxy(fast_settings(tmp_path)) as (_server, api),
+    ):
+        _tenant_and_account(api, sink, use_ssl=True)  # tls_verify defaults to true
+        api.add_messages(message("tls-2"))
+        deferred = api.wait_status("tls-2", "deferred")
+        assert deferred["retry_count"] == 1
+        assert sink.messages == []
+
+
+def test_wrong_password_is_a_permanent_error(tmp_path) -> None:
+    with (
+        start_sink(auth=(SINK_USER, SINK_PASSWORD), auth_require_tls=False) as sink,
+        running_proxy(fast_settings(tmp_path)) as (_server, api),
+    ):
+        _tenant_and_account(api, sink, use_tls=False, user=SINK_USER, password="wrong")
+        api.add_messages(message("auth-1"))
+        failed = api.wait_status("auth-1", "error")
+        assert failed["error"].startswith("SMTP 535")
+
+
+def test_account_change_reconnects_with_the_new_settings(tmp_path, smtp_sink) -> None:
+    with start_sink() as other, running_proxy(fast_settings(tmp_path)) as (_server, api):
+        _tenant_and_account(api, smtp_sink, use_tls=False)
+        api.add_messages(message("before"))
+        smtp_sink.wait_for(1)
+        api.add_account("acme", "main", host=other.host, port=other.port, use_tls=False)
+        api.add_messages(message("after"))
+        (received,) = other.wait_for(1)
+        assert email.message_from_bytes(received.data)["X-Genro-Mail-ID"] == "after"
+        assert len(smtp_sink.messages) == 1
+
+
+def test_test_mode_sends_only_on_run_now(tmp_path, smtp_sink) -> None:
+    with running_proxy(fast_settings(tmp_path, test_mode=True)) as (_server, api):
+        _tenant_and_account(api, smtp_sink, use_tls=False)
+        api.add_messages(message("held-1"), message("held-2"))
+        assert api.message("held-1")["status"] == "pending"
+        assert smtp_sink.data_commands == 0
+        assert api.post("/commands/run-now").json() == {"ok": True}
+        smtp_sink.wait_for(2)
+        api.wait_status("held-2", "sent")
+
+
+def test_metrics_count_outcomes_per_account(tmp_path, smtp_sink) -> None:
+    smtp_sink.script_data("250 OK", "550 5.1.1 no such user", "451 4.3.0 later")
+    with running_proxy(fast_settings(tmp_path)) as (_server, api):
+        api.add_tenant("acme", name="ACME")
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.add_messages(message("ok"), message("bad"), message("later"))
+        api.wait_status("ok", "sent")
+        api.wait_status("bad", "error")
+        api.wait_status("later", "deferred")
+        labels = 'account_id="main",account_name="main",tenant_id="acme",tenant_name="ACME"'
+
+        def metric(name: str) -> str | None:
+            text = api.get("/metrics").text
+            for line in text.splitlines():
+                if line.startswith(f"{name}{{{labels}}} "):
+                    return line.rsplit(" ", 1)[1]
+            return None
+
+        wait_until(lambda: metric("gmp_sent_total") == "1.0")
+        assert metric("gmp_errors_total") == "1.0"
+        assert metric("gmp_deferred_total") == "1.0"
+        assert metric("gmp_rate_limited_total") == "0.0"
+        text = api.get("/metrics").text
+        assert "_created" not in text
+        assert 'gmp_sent_total{account_id="default",account_name="default"' in text
+        assert api.as_token(None).get("/metrics").status_code == 401
+        bearer = {"Authorization": "Bearer test-admin-token"}
+        assert api.as_token(None).get("/metrics", headers=bearer).status_code == 200

@@ -1,0 +1,166 @@
+"""The sync protocol's pure parts: target, report items, reply judgement, DND (SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy import sync
+from proxy.store.records import EventRecord, TenantRecord
+
+
+def tenant(**fields: object) -> TenantRecord:
+    values: dict[str, object] = {
+        "id": "acme",
+        "name": None,
+        "client_base_url": None,
+        "client_sync_path": None,
+        "client_attachment_path": None,
+        "client_auth": None,
+        "rate_limits": None,
+        "large_file_config": None,
+        "active": True,
+        "suspended_batches": (),
+        "dnd_until": None,
+        "last_sync_ts": None,
+        "last_call_ts": None,
+        "next_sync_ts": None,
+        "consecutive_failures": 0,
+        "last_error": None,
+        "last_error_ts": None,
+        "created_ts": 0,
+        "updated_ts": 0,
+    }
+    return TenantRecord(**(values | fields))  # type: ignore[arg-type]
+
+
+def event(event_type: str, **fields: object) -> EventRecord:
+    values: dict[str, object] = {
+        "event_id": 7,
+        "message_pk": "pk-1",
+        "tenant_id": "acme",
+        "message_id": "MSG-1",
+        "event_type": event_type,
+        "event_ts": 1000,
+        "description": None,
+        "metadata": {},
+    }
+    return EventRecord(**(values | fields))  # type: ignore[arg-type]
+
+
+NO_GLOBAL = sync.GlobalSync()
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "expected"),
+    [
+        ("https://api.acme.example", None, "https://api.acme.example/mail-proxy/sync"),
+        ("https://api.acme.example/", "/hooks/sync", "https://api.acme.example/hooks/sync"),
+        ("https://api.acme.example/app", "hooks", "https://api.acme.example/app/hooks"),
+    ],
+)
+def test_target_joins_base_url_and_path(base: str, path: str | None, expected: str) -> None:
+    target = sync.sync_target(tenant(client_base_url=base, client_sync_path=path), NO_GLOBAL)
+    assert target == sync.SyncTarget(expected)
+
+
+def test_target_carries_the_tenant_credentials() -> None:
+    bearer = tenant(client_base_url="http://t", client_auth={"method": "bearer", "token": "tok"})
+    basic = tenant(
+        client_base_url="http://t", client_auth={"method": "basic", "user": "u", "password": "p"}
+    )
+    assert sync.sync_target(bearer, NO_GLOBAL).bearer_token == "tok"
+    assert sync.sync_target(basic, NO_GLOBAL).basic_auth == ("u", "p")
+
+
+def test_tenant_without_base_url_uses_the_global_target_or_none() -> None:
+    fallback = sync.GlobalSync(url="http://global/sync", token="gt")
+    assert sync.sync_target(tenant(), fallback) == sync.SyncTarget("http://global/sync", "gt")
+    assert sync.sync_target(tenant(), sync.GlobalSync("http://g", user="u", password="p")) == (
+        sync.SyncTarget("http://g", basic_auth=("u", "p"))
+    )
+    assert sync.sync_target(tenant(), NO_GLOBAL) is None
+
+
+def test_report_items_carry_identity_and_event_fields() -> None:
+    sent = event(
+        "sent", metadata={"refused": [{"address": "b@x", "smtp_code": 550, "message": "no"}]}
+    )
+    error = event("error", description="SMTP 550: no such user", metadata={"smtp_code": 550})
+    deferred = event(
+        "deferred",
+        description="SMTP 451: later",
+        metadata={"next_attempt_ts": 1060, "retry_count": 1, "reason": "smtp"},
+    )
+    assert sync.report_item(sent) == {
+        "tenant_id": "acme",
+        "id": "MSG-1",
+        "pk": "pk-1",
+        "event": "sent",
+        "event_id": 7,
+        "sent_ts": 1000,
+        "refused": [{"address": "b@x", "smtp_code": 550, "message": "no"}],
+    }
+    assert sync.report_item(error) == {
+        "tenant_id": "acme",
+        "id": "MSG-1",
+        "pk": "pk-1",
+        "event": "error",
+        "event_id": 7,
+        "error_ts": 1000,
+        "error": "SMTP 550: no such user",
+        "smtp_code": 550,
+    }
+    assert sync.report_item(deferred)["deferred_ts"] == 1060
+    assert sync.report_item(deferred)["deferred_reason"] == "SMTP 451: later"
+    assert sync.report_item(deferred)["retry_count"] == 1
+    assert sync.build_report([]) == {"delivery_report": []}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, b"", sync.Ack()),
+        (204, b"  ", sync.Ack()),
+        (200, b'{"ok": true, "queued": 3}', sync.Ack(queued=3)),
+        (200, b'{"ok": false}', sync.Ack(client_error=True)),
+        (200, b'{"ok": true, "not_found": ["x"]}', sync.Ack(client_error=True)),
+        (200, b'{"ok": true, "next_sync_after": 2000.5}', sync.Ack(next_sync_after=2000.5)),
+        (200, b"<html>proxy error</html>", sync.Failed("invalid_response", "reply is not JSON")),
+        (200, b"[1, 2]", sync.Failed("invalid_response", "reply is not a JSON object")),
+        (503, b'{"ok": true}', sync.Failed("http_status", "HTTP 503")),
+        (302, b"", sync.Failed("http_status", "HTTP 302")),
+    ],
+)
+def test_only_a_2xx_with_empty_or_object_body_acknowledges(status, body, expected) -> None:
+    assert sync.parse_reply(status, body) == expected
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    )
+)
+def test_parse_reply_never_raises_on_any_json(value: object) -> None:
+    result = sync.parse_reply(200, json.dumps(value).encode())
+    assert isinstance(result, sync.Ack | sync.Failed)
+    assert isinstance(result, sync.Ack) == isinstance(value, dict)
+
+
+def test_dnd_starts_only_for_a_future_time() -> None:
+    assert sync.dnd_until(sync.Ack(next_sync_after=2000.9), now=1000) == 2000
+    assert sync.dnd_until(sync.Ack(next_sync_after=900), now=1000) is None
+    assert sync.dnd_until(sync.Ack(), now=1000) is None
+    assert sync.next_heartbeat_ts(1000, 300, dnd=2000) == 2000
+    assert sync.next_heartbeat_ts(1000, 300, dnd=None) == 1300
+
+
+def test_failure_backoff_doubles_from_five_seconds_to_five_minutes() -> None:
+    rng = random.Random(3)
+    for failures, base in [(1, 5), (2, 10), (3, 20), (7, 300), (30, 300)]:
+        assert base * 0.9 <= sync.failure_backoff_s(failures, rng) <= base * 1.1
