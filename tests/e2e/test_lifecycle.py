@@ -142,28 +142,45 @@ def test_sigterm_during_a_send_finishes_it_and_loses_nothing(
 def test_kill_9_then_restart_resumes_at_once_and_loses_nothing(
     tmp_path, smtp_sink, tenant_app
 ) -> None:
+    total = 2000
+    ids = [f"m-{i:04d}" for i in range(total)]
     port = free_port()
     config = _config(tmp_path, port=port, smtp_port=smtp_sink.port, tenant_url=tenant_app.url)
-    smtp_sink.hold_data(lambda r: b"X-Genro-Mail-ID: m-09" in r.data)
+    # Kill at a known point: hold the DATA reply of the message in the middle.
+    smtp_sink.hold_data(lambda r: b"X-Genro-Mail-ID: m-1000" in r.data)
     proxy = _process(tmp_path, config, port).start()
     try:
-        proxy.api.add_messages(*[message(f"m-{i:02d}") for i in range(20)])
-        assert smtp_sink.held.wait(15)
+        for start in range(0, total, 500):
+            batch = [message(i) for i in ids[start : start + 500]]
+            assert proxy.api.add_messages(*batch).json()["queued"] == 500
+        assert smtp_sink.held.wait(60), "the chosen message never reached DATA"
         proxy.kill()
     finally:
         proxy.stop()
+    calls_before_restart = len(tenant_app.calls)
     smtp_sink.release()  # the server accepted what the dead process was sending
 
     restarted = _process(tmp_path, config, port).start()
     try:
-        # The lease is 300 s: finishing within the deadline proves claims were released at start.
-        wait_until(lambda: len({*_delivered_ids(smtp_sink)}) == 20, timeout_s=20)
+        # The lease is 300 s: finishing in time proves claims were released at start.
+        wait_until(lambda: set(_delivered_ids(smtp_sink)) == set(ids), timeout_s=60)
         counts = Counter(_delivered_ids(smtp_sink))
-        assert set(counts) == {f"m-{i:02d}" for i in range(20)}
-        duplicates = {k: v for k, v in counts.items() if v > 1}
-        assert set(duplicates) <= {"m-09"}  # only the message in flight may be sent twice
-        tenant_app.wait_for_items(lambda i: i["event"] == "sent", min_count=20)
+        duplicates = {k for k, v in counts.items() if v > 1}
+        assert duplicates <= {"m-1000"}  # only the message in flight may be sent twice
+        reported = tenant_app.wait_for_items(
+            lambda i: i["event"] == "sent", min_count=total, timeout_s=60
+        )
+        assert {i["id"] for i in reported} == set(ids)  # every event reported at least once
+        by_event = Counter(i["event_id"] for i in tenant_app.reported_items())
+        repeated = {event_id for event_id, n in by_event.items() if n > 1}
+        # Repeats come only from the one report call in flight when the process died.
+        in_flight = [
+            {i["event_id"] for i in call.body["delivery_report"]}
+            for call in tenant_app.calls[:calls_before_restart]
+        ]
+        assert not repeated or any(repeated <= call for call in in_flight[-1:])
         wait_until(lambda: all(m["status"] == "sent" for m in restarted.api.messages()))
+        assert len(restarted.api.messages()) == total
     finally:
         restarted.stop()
 
