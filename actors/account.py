@@ -72,6 +72,7 @@ class AccountActor(Supervised):
         self._idle_timer: Cancel | None = None
         self._idle_since = self.ctx.clock.monotonic()
         self._last_renewal = self.ctx.clock.monotonic()
+        self._bounce_return_path: str | None = None
         # Claims this instance holds for this account belong to a predecessor
         # that crashed or was stopped: give them back so they are sent at once.
         self.ctx.store.messages.release_account_claims(
@@ -137,6 +138,8 @@ class AccountActor(Supervised):
         if not self._queue:
             self._queue.extend(self._claim())
             self._last_renewal = self.ctx.clock.monotonic()
+            # Read once per batch: it changes only through PUT /instance.
+            self._bounce_return_path = self.ctx.store.settings.get("bounce_return_path")
             if not self._queue:
                 self._go_idle()
                 return
@@ -210,7 +213,7 @@ class AccountActor(Supervised):
                 sending.payload,
                 pk=sending.pk,
                 now_ts=self._now(),
-                bounce_return_path=self.ctx.store.settings.get("bounce_return_path"),
+                bounce_return_path=self._bounce_return_path,
             )
         except (ValueError, TypeError, UnicodeError) as exc:
             logger.exception("message %s could not be built", sending.pk, extra=self._log_extra)

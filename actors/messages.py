@@ -138,6 +138,11 @@ class SyncDue:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsReady:
+    """New reportable events exist: post them soon, coalescing bursts into one call."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadTenant:
     """The tenant's settings changed."""
 

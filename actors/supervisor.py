@@ -14,7 +14,8 @@ Receives:
                                  work is due in the store, spawn missing tenant actors
 Sends:
   WorkAvailable, ReloadAccount   to AccountActors
-  SyncDue, ReloadTenant          to TenantActors
+  SyncDue, ReportsReady,
+  ReloadTenant                   to TenantActors
 
 Nothing here blocks on a child: messages are told. Wake-ups of stopped actors
 come from the store, so a lost nudge is harmless.
@@ -41,6 +42,7 @@ from actors.messages import (
     ReloadAccount,
     ReloadTenant,
     ReportsPending,
+    ReportsReady,
     Restart,
     RunNow,
     ScanStore,
@@ -123,7 +125,7 @@ class Supervisor(pykka.ThreadingActor):
             case WakeAccounts(tenant_id=tenant_id):
                 self._wake_accounts(tenant_id)
             case ReportsPending(tenant_id=tenant_id):
-                self._tell_tenant(tenant_id, SyncDue())
+                self._tell_tenant(tenant_id, ReportsReady())
             case TenantChanged(tenant_id=tenant_id):
                 self._tell_tenant(tenant_id, ReloadTenant())
             case TenantRemoved(tenant_id=tenant_id):
