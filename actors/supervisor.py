@@ -96,8 +96,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self.reporter = self.kinds.reporter.start(self.ctx, self.actor_ref)
-        for tenant in self.ctx.store.tenants.list():
-            self._tenant(tenant.id)
+        # Tenant and account actors are spawned on demand: by the store scan below
+        # (due work, due syncs), by the API, or by run-now.
         if self.ctx.timers_enabled:
             self._scan()
 
@@ -263,7 +263,8 @@ class Supervisor(pykka.ThreadingActor):
         store = self.ctx.store
         for key in store.messages.due_accounts(now):
             self._tell_account(key, WorkAvailable())
-        for tenant_id in store.events.tenants_with_unreported():
+        has_global = bool(self.ctx.settings.client_sync_url)
+        for tenant_id in store.sync_state.tenants_needing_sync(now, has_global_target=has_global):
             if tenant_id not in self.tenants or not self.tenants[tenant_id].is_alive():
                 self._tell_tenant(tenant_id, SyncDue())
         if self.ctx.timers_enabled:

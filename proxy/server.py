@@ -73,10 +73,10 @@ class ProxyServer:
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
         bootstrap.apply_config(s, self.store, now_ts())
-        if self.store.is_sqlite:
-            released = self.store.messages.recover_after_crash()
-        else:
-            released = self.store.messages.recover_after_crash(self.instance_id)
+        # SQLite: the only instance, so everything left claimed belongs to a dead run.
+        own = None if self.store.is_sqlite else self.instance_id
+        released = self.store.messages.recover_after_crash(own)
+        self.store.sync_state.release_instance(own)
         if released:
             logger.info("released %s claims left by a previous run", released)
         for account in self.store.accounts.list():

@@ -152,6 +152,22 @@ def dnd_until(ack: Ack, now: int) -> int | None:
     return None
 
 
+ACCELERATED_IDLE_DELAYS_S = (1, 2, 4, 8, 16)
+
+
+def accelerated_delay_s(idle_recalls: int) -> int | None:
+    """Delay before the next accelerated re-call (§10.7 rule 5), or None to fall back.
+
+    0 while the tenant keeps submitting; after 1..5 consecutive idle re-calls
+    1, 2, 4, 8, 16 s; after the fifth, back to the heartbeat schedule.
+    """
+    if idle_recalls <= 0:
+        return 0
+    if idle_recalls > len(ACCELERATED_IDLE_DELAYS_S):
+        return None
+    return ACCELERATED_IDLE_DELAYS_S[idle_recalls - 1]
+
+
 def next_heartbeat_ts(now: int, interval_s: int, dnd: int | None) -> int:
     """The first heartbeat after a successful call: at DND end, else after the interval."""
     return dnd if dnd is not None else now + interval_s

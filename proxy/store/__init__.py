@@ -12,6 +12,7 @@ from proxy.store.db import Store, StoreError, StoreLocked
 from proxy.store.events import EventStore
 from proxy.store.messages import MessageStore
 from proxy.store.settings import InstanceSettingsStore
+from proxy.store.sync_state import SyncStateStore
 from proxy.store.tenants import TenantStore
 
 __all__ = ["Database", "Store", "StoreError", "StoreLocked", "open_store"]
@@ -25,6 +26,7 @@ class Database(Store):
     messages: MessageStore
     events: EventStore
     settings: InstanceSettingsStore
+    sync_state: SyncStateStore
 
 
 def open_store(url: str, *, pool_size: int = 10) -> Database:
@@ -39,4 +41,5 @@ def open_store(url: str, *, pool_size: int = 10) -> Database:
     store.messages = MessageStore(store.db, is_sqlite=store.is_sqlite)
     store.events = EventStore(store.db)
     store.settings = InstanceSettingsStore(store.db)
+    store.sync_state = SyncStateStore(store.db)
     return store

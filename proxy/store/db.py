@@ -69,6 +69,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             [models.CommandLogEntry, models.RateCounter, models.InstanceHeartbeat], safe=True
         ),
     ),
+    Migration(3, "sync leases", lambda db: db.create_tables([models.SyncLease], safe=True)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

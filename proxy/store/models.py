@@ -189,6 +189,14 @@ class InstanceHeartbeat(BaseModel):
     active = peewee.BooleanField(default=True)
 
 
+class SyncLease(BaseModel):
+    """Who may call a tenant's sync endpoint right now (SPEC §10.3 rule 5, §18.4)."""
+
+    tenant_id = peewee.CharField(primary_key=True, max_length=64)
+    holder = peewee.CharField(max_length=200)
+    expires_ts = peewee.BigIntegerField()
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     SchemaMigration,
     InstanceSetting,
@@ -200,4 +208,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     CommandLogEntry,
     RateCounter,
     InstanceHeartbeat,
+    SyncLease,
 )

@@ -29,11 +29,11 @@ class CrashOnceAccount(AccountActor):
 class CrashOnceTenant(TenantActor):
     crashed = threading.Event()
 
-    def _call(self, tenant, target, events, now):
+    def _call(self, tenant, target, events):
         if events and not CrashOnceTenant.crashed.is_set():
             CrashOnceTenant.crashed.set()
             raise RuntimeError("simulated bug in the sync path")
-        return super()._call(tenant, target, events, now)
+        return super()._call(tenant, target, events)
 
 
 def _metric(api, name: str) -> str:

@@ -1,0 +1,82 @@
+"""Sync coordination queries: the per-tenant call lease and what the sync loop must know.
+
+The lease makes "one call per tenant in flight" hold across instances and
+across a TenantActor being reaped and respawned (SPEC §10.3 rule 5). The
+other queries answer the accelerated loop (were messages accepted since the
+call began?) and the Supervisor's wake-up scan (which tenants are due?).
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from proxy.store import models
+
+L = models.SyncLease
+T = models.Tenant
+E = models.MessageEvent
+
+
+class SyncStateStore:
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    def acquire(self, tenant_id: str, holder: str, *, now: int, lease_s: int) -> bool:
+        """Take (or renew) the tenant's call lease; False while another holder's is live."""
+        with self._db.atomic():
+            row = L.get_or_none(L.tenant_id == tenant_id)
+            if row is None:
+                L.insert(tenant_id=tenant_id, holder=holder, expires_ts=now + lease_s).execute()
+                return True
+            if row.holder != holder and row.expires_ts > now:
+                return False
+            L.update(holder=holder, expires_ts=now + lease_s).where(
+                L.tenant_id == tenant_id
+            ).execute()
+            return True
+
+    def release(self, tenant_id: str, holder: str) -> None:
+        L.delete().where((L.tenant_id == tenant_id) & (L.holder == holder)).execute()
+
+    def release_instance(self, instance_id: str | None) -> int:
+        """Drop leases left by a dead process: all of them (SQLite) or one instance's."""
+        query = L.delete()
+        if instance_id is not None:
+            query = query.where(L.holder.startswith(f"{instance_id}/"))
+        return query.execute()
+
+    def last_event_id(self, tenant_id: str) -> int:
+        """The newest event id of the tenant (0 when none): a cursor for "accepted since"."""
+        return E.select(peewee.fn.MAX(E.event_id)).where(E.tenant_id == tenant_id).scalar() or 0
+
+    def accepted_since(self, tenant_id: str, event_id: int) -> bool:
+        """Whether a message was accepted (a ``queued`` event written) after ``event_id``."""
+        return (
+            E.select()
+            .where(
+                (E.tenant_id == tenant_id) & (E.event_id > event_id) & (E.event_type == "queued")
+            )
+            .exists()
+        )
+
+    def tenants_needing_sync(self, now: int, *, has_global_target: bool) -> list[str]:
+        """Tenants with a sync target whose heartbeat is due or that have reports to send.
+
+        The Supervisor's wake-up scan for reaped TenantActors. A tenant in
+        failure backoff is not due before its retry time, even with events.
+        """
+        targeted = T.id.is_null(False) if has_global_target else T.client_base_url.is_null(False)
+        not_waiting = T.next_sync_ts.is_null() | (T.next_sync_ts <= now)
+        heartbeat = (
+            (T.active == True)  # noqa: E712 (peewee expression)
+            & not_waiting
+            & (T.dnd_until.is_null() | (T.dnd_until <= now))
+        )
+        unreported = peewee.fn.EXISTS(
+            E.select(E.event_id).where(
+                (E.tenant_id == T.id) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
+            )
+        )
+        backing_off = (T.consecutive_failures > 0) & ~not_waiting
+        query = T.select(T.id).where(targeted & (heartbeat | (unreported & ~backing_off)))
+        return [row.id for row in query]
