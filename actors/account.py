@@ -25,7 +25,15 @@ import pykka
 from actors._context import ActorContext
 from actors._supervised import Supervised
 from actors._timer import Cancel
-from actors.messages import Idle, IdleCheck, ReloadAccount, ReportsPending, SendNext, WorkAvailable
+from actors.messages import (
+    Flush,
+    Idle,
+    IdleCheck,
+    ReloadAccount,
+    ReportsPending,
+    SendNext,
+    WorkAvailable,
+)
 from proxy.smtp import mime
 from proxy.smtp.client import SmtpConnection, SmtpEndpoint
 from proxy.smtp.errors import Outcome, PermFailure
@@ -98,7 +106,7 @@ class AccountActor(Supervised):
 
     # -- dispatch ------------------------------------------------------------------------
 
-    def on_receive(self, message: object) -> None:
+    def on_receive(self, message: object) -> object:
         match message:
             case WorkAvailable(immediate=immediate):
                 self._on_work(immediate=immediate)
@@ -108,10 +116,13 @@ class AccountActor(Supervised):
                 self._reload()
             case IdleCheck():
                 self._idle_check()
+            case Flush():
+                return True
             case _:
                 logger.warning(
                     "account actor got unknown message %r", message, extra=self._log_extra
                 )
+        return None
 
     def _on_work(self, *, immediate: bool) -> None:
         if immediate and self._busy:

@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# -- to any actor ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Asked, never told: answered once everything told before it has been handled.
+
+    A synchronisation point for tests and shutdown, never used between actors.
+    """
+
+
 # -- to the Supervisor ----------------------------------------------------------
 
 

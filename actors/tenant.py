@@ -28,7 +28,7 @@ import requests
 from actors._context import ActorContext
 from actors._supervised import Supervised
 from actors._timer import Cancel
-from actors.messages import Idle, IdleCheck, ReloadTenant, ReportsReady, SyncDue
+from actors.messages import Flush, Idle, IdleCheck, ReloadTenant, ReportsReady, SyncDue
 from proxy import sync
 from proxy.store.records import EventRecord, TenantRecord
 
@@ -73,6 +73,7 @@ class TenantActor(Supervised):
         # Unique per incarnation: a respawned actor waits for its predecessor's call.
         self._holder = f"{self.ctx.instance_id}/{uuid.uuid4().hex[:12]}"
         self._accelerated = False  # in the accelerated loop (SPEC §10.7 rule 5)
+        self._call_cursor: int | None = None  # newest event id when the previous call began
         self._idle_recalls = 0
         if self.ctx.timers_enabled:  # test mode syncs only on run-now
             self.actor_ref.tell(SyncDue())
@@ -87,7 +88,7 @@ class TenantActor(Supervised):
             session.close()
         super()._cleanup()
 
-    def on_receive(self, message: object) -> None:
+    def on_receive(self, message: object) -> object:
         match message:
             case ReportsReady():
                 self._reports_ready()
@@ -100,10 +101,13 @@ class TenantActor(Supervised):
             case IdleCheck():
                 self._idle_timer = None
                 self._idle_check()
+            case Flush():
+                return True
             case _:
                 logger.warning(
                     "tenant actor got unknown message %r", message, extra=self._log_extra
                 )
+        return None
 
     def _reports_ready(self) -> None:
         self._active_mono = self.ctx.clock.monotonic()
@@ -173,7 +177,12 @@ class TenantActor(Supervised):
         self, tenant: TenantRecord, target: sync.SyncTarget, events: list[EventRecord]
     ) -> None:
         store = self.ctx.store
-        cursor = store.sync_state.last_event_id(self.tenant_id)
+        # "Accepted since the previous call began" (§10.7 rule 5): messages submitted while
+        # the last call was in flight, or since, keep the accelerated loop going.
+        cursor = self._call_cursor
+        self._call_cursor = store.sync_state.last_event_id(self.tenant_id)
+        if cursor is None:
+            cursor = self._call_cursor
         self._last_call_mono = self._active_mono = self.ctx.clock.monotonic()
         result = self._post(target, sync.build_report(events))
         done = self._now()

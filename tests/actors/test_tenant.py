@@ -1,0 +1,301 @@
+"""TenantActor against a real tenant HTTP server, with a manual clock and scheduler.
+
+``ManualScheduler.advance`` moves the clock and fires due timers; ``ask(Flush())``
+waits until the actor has handled everything told before it. No sleeps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pykka
+import pytest
+
+from actors._context import ActorContext
+from actors._timer import ManualScheduler
+from actors.messages import Flush, ReportsReady, SyncDue
+from actors.tenant import TenantActor
+from proxy.metrics import Metrics
+from proxy.smtp.errors import Sent
+from proxy.store import Database, open_store
+from tests.fixtures.stores import accepted, make_settings
+from tests.fixtures.tenant_http import Reply, TenantApp
+
+START = 1_767_225_600.0
+
+
+class Recorder(pykka.ThreadingActor):
+    """Stands in for the Supervisor: records what the child tells it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[object] = []
+
+    def on_receive(self, message: object) -> object:
+        if isinstance(message, Flush):
+            return list(self.received)
+        self.received.append(message)
+        return None
+
+
+@pytest.fixture
+def clock() -> ManualScheduler:
+    return ManualScheduler(start_ts=START)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    store = open_store(str(tmp_path / "sync.db"))
+    yield store
+    store.close()
+
+
+def make_ctx(db: Database, clock: ManualScheduler, **settings: object) -> ActorContext:
+    values = {"sync_interval": 300, "sync_timeout": 1.0, "report_batch_size": 1000} | settings
+    return ActorContext(
+        store=db,
+        settings=make_settings(**values),
+        timers=clock,
+        clock=clock,
+        metrics=Metrics(),
+        instance_id="test-node",
+        rng=random.Random(1),
+    )
+
+
+class Harness:
+    def __init__(self, db: Database, clock: ManualScheduler, app: TenantApp, **settings: object):
+        self.db, self.clock, self.app = db, clock, app
+        self.ctx = make_ctx(db, clock, **settings)
+        self.supervisor = Recorder.start()
+        self.ref: pykka.ActorRef | None = None
+
+    def start(self) -> None:
+        self.ref = TenantActor.start(self.ctx, self.supervisor, "acme")
+        self.flush()  # on_start has run (it runs before any message is handled) …
+        self.flush()  # … and so has the SyncDue it told itself
+
+    def flush(self) -> None:
+        assert self.ref is not None
+        self.ref.ask(Flush(), timeout=10)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.flush()
+
+    def tell(self, message: object) -> None:
+        assert self.ref is not None
+        self.ref.tell(message)
+        self.flush()
+
+    def now(self) -> int:
+        return int(self.clock.time())
+
+    def sent_events(self, *ids: str) -> None:
+        """Messages that were sent: one reportable ``sent`` event each."""
+        store, now = self.db, self.now()
+        store.messages.enqueue([accepted(i) for i in ids], now)
+        tenant = store.tenants.get("acme")
+        for claimed in store.messages.claim_due(
+            tenant, "main", me="n", now=now, lease_s=30, limit=999
+        ):
+            sending = store.messages.begin_attempt(claimed.pk, tenant, me="n", now=now, lease_s=30)
+            store.messages.record_outcome(
+                sending,
+                Sent(250, "OK"),
+                me="n",
+                now=now,
+                message_id=None,
+                max_retries=5,
+                retry_delays=(60,),
+                rng=random.Random(0),
+            )
+
+    def calls(self) -> list:
+        return list(self.app.calls)
+
+
+@pytest.fixture
+def harness(db, clock, tenant_app) -> Iterator[Harness]:
+    db.tenants.upsert("acme", {"client_base_url": tenant_app.url}, int(START))
+    db.accounts.upsert("acme", "main", {"host": "127.0.0.1", "port": 25}, int(START))
+    h = Harness(db, clock, tenant_app)
+    yield h
+    pykka.ActorRegistry.stop_all()
+
+
+def test_first_heartbeat_is_immediate_then_every_interval(harness: Harness) -> None:
+    harness.start()
+    assert [c.body for c in harness.calls()] == [{"delivery_report": []}]
+    harness.advance(299)
+    assert len(harness.calls()) == 1
+    harness.advance(1)
+    assert len(harness.calls()) == 2
+    status = harness.db.tenants.get("acme")
+    assert status.last_sync_ts == harness.now()
+    assert status.next_sync_ts == harness.now() + 300
+
+
+def test_reports_go_out_at_once_and_are_acknowledged(harness: Harness) -> None:
+    harness.start()
+    harness.sent_events("m1", "m2")
+    harness.tell(ReportsReady())
+    harness.advance(0.05)  # reports are coalesced for at most 50 ms
+    report = harness.calls()[-1].body["delivery_report"]
+    assert [(i["id"], i["event"]) for i in report] == [("m1", "sent"), ("m2", "sent")]
+    assert harness.db.events.count_unreported("acme") == 0
+
+
+def test_dnd_holds_heartbeats_but_not_reports(harness: Harness) -> None:
+    quiet_until = harness.now() + 1000
+    harness.app.reply_with(body={"ok": True, "next_sync_after": quiet_until})
+    harness.start()
+    assert harness.db.tenants.get("acme").dnd_until == quiet_until
+    harness.advance(999)
+    assert len(harness.calls()) == 1  # no heartbeat during DND
+    harness.sent_events("m1")
+    harness.tell(ReportsReady())
+    harness.advance(0.05)
+    assert harness.calls()[-1].body["delivery_report"][0]["id"] == "m1"  # reports still go
+    harness.tell(SyncDue())  # an admin run-now respects DND
+    assert len(harness.calls()) == 2
+    harness.advance(1)  # the first heartbeat is due at dnd_until itself
+    assert harness.calls()[-1].body == {"delivery_report": []}
+    assert len(harness.calls()) == 3
+    assert harness.db.tenants.get("acme").dnd_until is None  # its end is not in the future
+
+
+def test_dnd_survives_a_restart(harness: Harness) -> None:
+    harness.app.reply_with(body={"ok": True, "next_sync_after": harness.now() + 600})
+    harness.start()
+    assert harness.ref is not None
+    harness.ref.stop()
+    harness.start()  # a new incarnation reads DND from the store
+    assert len(harness.calls()) == 1
+    harness.advance(600)
+    assert len(harness.calls()) == 2
+
+
+def test_tenant_run_now_clears_dnd_and_calls_now(harness: Harness) -> None:
+    harness.app.reply_with(body={"ok": True, "next_sync_after": harness.now() + 3600})
+    harness.start()
+    harness.app.reply_with(body={"ok": True})
+    harness.tell(SyncDue(force=True))
+    assert len(harness.calls()) == 2
+    assert harness.db.tenants.get("acme").dnd_until is None
+
+
+def test_failures_back_off_and_recover(harness: Harness) -> None:
+    harness.app.reply_with(status=503)
+    harness.sent_events("m1")
+    harness.start()
+    assert len(harness.calls()) == 1
+    tenant = harness.db.tenants.get("acme")
+    assert (tenant.consecutive_failures, tenant.last_error) == (1, "HTTP 503")
+    first_wait = tenant.next_sync_ts - harness.now()
+    assert 4 <= first_wait <= 6  # 5 s ± 10 %
+    harness.tell(ReportsReady())  # new events do not shorten the backoff
+    assert len(harness.calls()) == 1
+    harness.advance(first_wait)
+    assert len(harness.calls()) == 2
+    second_wait = harness.db.tenants.get("acme").next_sync_ts - harness.now()
+    assert 9 <= second_wait <= 11
+    harness.app.reply_with(body={"ok": True})
+    harness.advance(second_wait)
+    assert len(harness.calls()) == 3
+    assert harness.db.tenants.get("acme").consecutive_failures == 0
+    assert harness.db.events.count_unreported("acme") == 0
+    # The same event went out in every call until one was acknowledged.
+    ids = [c.body["delivery_report"][0]["event_id"] for c in harness.calls()]
+    assert len(set(ids)) == 1
+
+
+def test_non_json_2xx_is_not_an_acknowledgement(harness: Harness) -> None:
+    harness.app.reply_with(status=200, body=b"<html>maintenance</html>")
+    harness.sent_events("m1")
+    harness.start()
+    assert harness.db.events.count_unreported("acme") == 1
+    assert harness.db.tenants.get("acme").last_error == "reply is not JSON"
+
+
+def test_accelerated_loop_recalls_at_once_then_spaces_idle_recalls(harness: Harness) -> None:
+    harness.app.reply_with(body={"ok": True, "queued": 5})
+    harness.start()
+    harness.advance(0)  # queued > 0: call again at once
+    assert len(harness.calls()) == 2
+    waits = []
+    for _ in range(5):
+        wait = harness.db.tenants.get("acme").next_sync_ts - harness.now()
+        waits.append(wait)
+        harness.advance(wait)
+    assert waits == [1, 2, 4, 8, 16]
+    assert len(harness.calls()) == 7
+    # After five idle re-calls the tenant is back on the heartbeat schedule.
+    assert harness.db.tenants.get("acme").next_sync_ts - harness.now() == 300
+
+
+def test_accelerated_loop_goes_on_while_the_tenant_submits(harness: Harness) -> None:
+    harness.app.reply_with(body={"ok": True, "queued": 5})
+    harness.start()
+    for n in range(3):
+        harness.db.messages.enqueue([accepted(f"new-{n}")], harness.now())
+        harness.advance(0)
+        assert harness.db.tenants.get("acme").next_sync_ts == harness.now()  # no idle spacing
+    harness.app.reply_with(body={"ok": True, "queued": 0})
+    harness.advance(0)
+    assert harness.db.tenants.get("acme").next_sync_ts == harness.now() + 300
+
+
+def test_a_backlog_goes_out_in_consecutive_calls(harness: Harness) -> None:
+    harness.ctx = make_ctx(harness.db, harness.clock, report_batch_size=100)
+    harness.sent_events(*[f"m{i}" for i in range(250)])
+    harness.start()
+    harness.app.wait_for_calls(3)
+    harness.flush()
+    sizes = [len(c.body["delivery_report"]) for c in harness.calls()]
+    assert sizes == [100, 100, 50]
+    event_ids = [i["event_id"] for c in harness.calls() for i in c.body["delivery_report"]]
+    assert event_ids == sorted(event_ids)
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ({"method": "bearer", "token": "s3cret"}, "Bearer s3cret"),
+        ({"method": "basic", "user": "ann", "password": "pw"}, "Basic YW5uOnB3"),
+        (None, None),
+    ],
+)
+def test_sync_calls_carry_the_tenant_credentials(harness: Harness, auth, expected) -> None:
+    harness.db.tenants.upsert("acme", {"client_auth": auth}, harness.now())
+    harness.start()
+    assert harness.calls()[0].headers.get("authorization") == expected
+    assert harness.calls()[0].headers["user-agent"].startswith("mail-proxy/")
+
+
+def test_global_target_and_token_for_tenants_without_a_base_url(db, clock, tenant_app) -> None:
+    db.tenants.upsert("acme", {}, int(START))
+    h = Harness(
+        db,
+        clock,
+        tenant_app,
+        client_sync_url=f"{tenant_app.url}/global/sync",
+        client_sync_token="global-token",
+    )
+    h.start()
+    (call,) = h.calls()
+    assert call.path == "/global/sync"
+    assert call.headers["authorization"] == "Bearer global-token"
+
+
+def test_hanging_endpoint_times_out_and_backs_off(harness: Harness) -> None:
+    harness.app.script(Reply(hang=True))
+    harness.sent_events("m1")
+    harness.start()  # the call times out after sync_timeout (1 s)
+    harness.app.release_hung()
+    tenant = harness.db.tenants.get("acme")
+    assert tenant.consecutive_failures == 1
+    assert tenant.last_error == "timeout"
+    assert harness.db.events.count_unreported("acme") == 1
