@@ -5,6 +5,7 @@ Receives:
   SendNext                  self-message: attempt the next claimed row, then tell itself again
   ReloadAccount             settings changed: drop the connection, re-read the account
   IdleCheck                 timer: close an expired connection; report idleness
+  (a rate-limit Defer pauses claiming until its window ends; ReloadAccount lifts it)
 Sends:
   ReportsPending(tenant_id) to the Supervisor after writing a reportable event
   Idle("account", key)      to the Supervisor after ``account_idle_stop`` seconds without work
@@ -34,10 +35,12 @@ from actors.messages import (
     SendNext,
     WorkAvailable,
 )
+from proxy import ratelimit
 from proxy.smtp import mime
 from proxy.smtp.client import SmtpConnection, SmtpEndpoint
-from proxy.smtp.errors import Outcome, PermFailure
-from proxy.store.records import AccountRecord, ClaimedMessage, MessageToSend
+from proxy.smtp.errors import PermFailure, Sent
+from proxy.store.outcomes import Outcome
+from proxy.store.records import AccountRecord, ClaimedMessage, MessageToSend, TenantRecord
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ class AccountActor(Supervised):
         self._idle_since = self.ctx.clock.monotonic()
         self._last_renewal = self.ctx.clock.monotonic()
         self._bounce_return_path: str | None = None
+        self._paused_until = 0.0  # a reached rate-limit window: claim nothing before it ends
+        self._pause_timer: Cancel | None = None
         # Claims this instance holds for this account belong to a predecessor
         # that crashed or was stopped: give them back so they are sent at once.
         self.ctx.store.messages.release_account_claims(
@@ -90,18 +95,15 @@ class AccountActor(Supervised):
             self.actor_ref.tell(WorkAvailable())
 
     def _cleanup(self) -> None:
-        if getattr(self, "_idle_timer", None) is not None:
-            self._idle_timer()
+        for timer in (getattr(self, "_idle_timer", None), getattr(self, "_pause_timer", None)):
+            if timer is not None:
+                timer()
         conn = getattr(self, "_conn", None)
         if conn is not None:
             self._conn = None
             conn.close()
         if getattr(self, "_queue", None):
-            # Not yet attempted: hand them back (SPEC §17).
-            self.ctx.store.messages.release_claims_of(
-                [c.pk for c in self._queue], me=self.ctx.instance_id
-            )
-            self._queue.clear()
+            self._release_queue()  # not yet attempted: hand them back (SPEC §17)
         super()._cleanup()
 
     # -- dispatch ------------------------------------------------------------------------
@@ -140,11 +142,16 @@ class AccountActor(Supervised):
             self._conn.close()
             self._conn = None
         self._account = None
+        self._paused_until = 0.0  # new limits: try again
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send_next(self) -> None:
         if self.ctx.stopping.is_set():
+            return
+        if self.ctx.clock.time() < self._paused_until:
+            self._release_queue()
+            self._go_idle()
             return
         if not self._queue:
             self._queue.extend(self._claim())
@@ -186,7 +193,7 @@ class AccountActor(Supervised):
         )
         if sending is None:
             return
-        outcome, message_id = self._transmit(sending)
+        decision, outcome, message_id = self._send_within_limits(sending, tenant)
         recorded = store.messages.record_outcome(
             sending,
             outcome,
@@ -204,7 +211,12 @@ class AccountActor(Supervised):
                 extra=self._log_extra | {"pk": sending.pk},
             )
             return
-        self._count(recorded.event_type, tenant.display_name if tenant else self.tenant_id)
+        tenant_name = tenant.display_name if tenant else self.tenant_id
+        self._count(recorded.event_type, tenant_name)
+        if not isinstance(decision, ratelimit.Allow):
+            self.ctx.metrics.rate_limited.labels(
+                self.tenant_id, tenant_name, self.account_id, self.account_id
+            ).inc()
         if self.ctx.settings.log_delivery_activity:
             logger.info(
                 "attempt %s of %s: %s",
@@ -214,6 +226,26 @@ class AccountActor(Supervised):
                 extra=self._log_extra | {"pk": sending.pk},
             )
         self.supervisor.tell(ReportsPending(self.tenant_id))
+
+    def _send_within_limits(
+        self, sending: MessageToSend, tenant: TenantRecord | None
+    ) -> tuple[ratelimit.Decision, Outcome, str | None]:
+        """Reserve rate-limit units (SPEC §7.1 rule 3), then send; a failed send gives them back."""
+        account = self._load_account()
+        limits = ratelimit.limits_for(account, tenant) if account is not None else ()
+        ids = {"tenant_id": self.tenant_id, "account_id": self.account_id}
+        reserved_at = self._now()
+        decision = self.ctx.store.ratelimits.reserve(limits, now=reserved_at, **ids)
+        match decision:
+            case ratelimit.Defer(until_ts=until_ts):
+                self._pause(until_ts)
+                return decision, decision, None
+            case ratelimit.Reject(reason=reason):
+                return decision, PermFailure(reason), None
+        outcome, message_id = self._transmit(sending)
+        if not isinstance(outcome, Sent):
+            self.ctx.store.ratelimits.release(limits, reserved_at=reserved_at, **ids)
+        return decision, outcome, message_id
 
     def _transmit(self, sending: MessageToSend) -> tuple[Outcome, str | None]:
         account = self._load_account()
@@ -252,6 +284,23 @@ class AccountActor(Supervised):
         }.get(event_type)
         if counter is not None:
             counter.labels(*labels).inc()
+
+    def _pause(self, until_ts: int) -> None:
+        """A limit is reached: claim nothing until its window ends (SPEC §7.4 rule 5)."""
+        self._paused_until = float(until_ts)
+        self._release_queue()
+        if self.ctx.timers_enabled:
+            if self._pause_timer is not None:
+                self._pause_timer()
+            delay = max(0.0, until_ts - self.ctx.clock.time())
+            self._pause_timer = self.ctx.timers.after(delay, self.actor_ref, WorkAvailable())
+
+    def _release_queue(self) -> None:
+        if self._queue:
+            self.ctx.store.messages.release_claims_of(
+                [c.pk for c in self._queue], me=self.ctx.instance_id
+            )
+            self._queue.clear()
 
     def _renew_leases_if_due(self) -> None:
         lease_s = self.ctx.settings.claim_lease_seconds

@@ -14,12 +14,21 @@ import falcon
 
 from proxy.api import _auth, _errors
 from proxy.api._doc import PUBLIC, Operation, operation_of
-from proxy.api.accounts import AccountCollection
+from proxy.api.accounts import AccountCollection, AccountItem
+from proxy.api.audit import AuditMiddleware
+from proxy.api.cleanup import CleanupMessages, DeleteMessages
+from proxy.api.command_log import CommandLog
 from proxy.api.commands import AddMessages, RunNow
 from proxy.api.deps import Deps
+from proxy.api.docs import DocsAsset, OpenApiDocument, Redoc, SwaggerUi
 from proxy.api.health import Health
-from proxy.api.messages import MessageCollection
+from proxy.api.instance import Instance
+from proxy.api.messages import MessageCollection, MessageEvents
 from proxy.api.metrics import MetricsResource
+from proxy.api.status import Status
+from proxy.api.suspension import Activate, Suspend
+from proxy.api.sync_status import SyncStatus
+from proxy.api.tenant_keys import TenantApiKey
 from proxy.api.tenants import TenantCollection, TenantItem
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Settings
@@ -35,15 +44,33 @@ def routes(deps: Deps) -> list[tuple[str, object, str | None]]:
     accounts, tenants = AccountCollection(deps), TenantCollection(deps)
     return [
         ("/health", Health(deps), None),
+        ("/openapi.json", OpenApiDocument(deps, lambda: operations(routes(deps))), None),
+        ("/docs", SwaggerUi(), None),
+        ("/redoc", Redoc(), None),
+        ("/docs/assets/{name}", DocsAsset(), None),
         ("/metrics", MetricsResource(deps), None),
         ("/commands/run-now", RunNow(deps), None),
         ("/commands/add-messages", AddMessages(deps), None),
+        ("/status", Status(deps), None),
+        ("/commands/suspend", Suspend(deps), None),
+        ("/commands/activate", Activate(deps), None),
+        ("/commands/delete-messages", DeleteMessages(deps), None),
+        ("/commands/cleanup-messages", CleanupMessages(deps), None),
+        ("/account/{account_id}", AccountItem(deps), None),
+        ("/messages/{message_id}/events", MessageEvents(deps), None),
         ("/account", accounts, None),
         ("/accounts", accounts, "list"),
         ("/messages", MessageCollection(deps), None),
         ("/tenant", tenants, None),
         ("/tenants", tenants, "list"),
         ("/tenant/{tenant_id}", TenantItem(deps), None),
+        ("/tenant/{tenant_id}/api-key", TenantApiKey(deps), None),
+        ("/tenants/sync-status", SyncStatus(deps), None),
+        ("/instance", Instance(deps), None),
+        ("/instance/reload-bounce", Instance(deps), "reload_bounce"),
+        ("/command-log", CommandLog(deps), None),
+        ("/command-log/export", CommandLog(deps), "export"),
+        ("/command-log/purge", CommandLog(deps), "purge"),
     ]
 
 
@@ -74,7 +101,6 @@ def create_app(
     access = {(template, method): op.access for template, method, op in operations(table)}
     if settings.metrics_public:
         access[("/metrics", "GET")] = PUBLIC
-    admin_digest = _auth.digest(settings.api_token) if settings.api_token else None
 
     def tenant_for_digest(token_digest: str) -> str | None:
         found = store.tenants.tenant_for_key_hash(token_digest, deps.now())
@@ -83,7 +109,12 @@ def create_app(
         return found[0]
 
     app = falcon.App(
-        middleware=[_auth.AuthMiddleware(access, lambda: admin_digest, tenant_for_digest)]
+        middleware=[
+            _auth.AuthMiddleware(
+                access, lambda: _auth.admin_digest(settings, store), tenant_for_digest
+            ),
+            AuditMiddleware(deps),
+        ]
     )
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.default_media_type = falcon.MEDIA_JSON

@@ -194,9 +194,16 @@ class ProxyServer:
         server, self._http = self._http, None
         if server is None:
             return
-        server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        trigger = server.trigger
+        trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+
+        def close_everything() -> None:
+            wasyncore.close_all(server._map, ignore_all=True)
+            # A response finishing late would wake a closed pipe; there is nothing left to wake.
+            trigger.pull_trigger = lambda thunk=None: None
+
+        trigger.pull_trigger(close_everything)
         if self._http_thread is not None:
             self._http_thread.join(5)
             self._http_thread = None

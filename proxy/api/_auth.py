@@ -13,11 +13,17 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import falcon
 
 from proxy.api._doc import ADMIN, AUTH, PUBLIC
 from proxy.api._errors import ADMIN_REQUIRED, WRONG_TENANT, Forbidden, Unauthorized
+from proxy.store.settings import API_TOKEN_SHA256
+
+if TYPE_CHECKING:
+    from proxy.config import Settings
+    from proxy.store import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,19 @@ ADMIN_PRINCIPAL = Principal(None)
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def admin_digest(settings: Settings, store: Database) -> str | None:
+    """The admin token's digest, or None when no admin token is in force (SPEC §2.1 rule 2).
+
+    The configured token (flag, environment, file) wins; only without one does the
+    digest stored through ``PUT /instance`` count. The stored value is cached for a
+    few seconds and dropped at once when this process writes it.
+    """
+    if settings.api_token:
+        return digest(settings.api_token)
+    stored = store.settings.cached(API_TOKEN_SHA256)
+    return stored or None
 
 
 def require_tenant(principal: Principal, tenant_id: str | None) -> str | None:

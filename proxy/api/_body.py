@@ -13,6 +13,7 @@ from proxy.api._errors import PayloadTooLarge, Unprocessable, problem
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 MB = 1 << 20
+MAX_INT64 = 2**63 - 1  # the database's integer range: larger numbers are refused, not a 500
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
@@ -22,7 +23,9 @@ def read_json(req: falcon.Request, max_mb: float, *, required: bool = True) -> A
     length = req.content_length
     if length is not None and length > max_mb * MB:
         raise PayloadTooLarge(f"Request body exceeds {max_mb:g} MB")
-    raw = req.bounded_stream.read() if length else b""
+    raw = getattr(req.context, "raw_body", None)  # already read by the audit middleware
+    if raw is None:
+        raw = req.bounded_stream.read() if length else b""
     if not raw.strip():
         if required:
             raise Unprocessable([problem(["body"], "field required", "missing")])
@@ -67,7 +70,10 @@ def query_bool(req: falcon.Request, name: str, default: bool = False) -> bool:
     raise Unprocessable([problem(["query", name], "expected a boolean", "bool_parsing")])
 
 
-def query_int(req: falcon.Request, name: str, *, minimum: int = 0) -> int | None:
+def query_int(
+    req: falcon.Request, name: str, *, minimum: int = 0, maximum: int | None = MAX_INT64
+) -> int | None:
+    """An integer query parameter; beyond ``maximum`` (the database's range) it is a 422."""
     value = req.get_param(name)
     if value is None or value == "":
         return None
@@ -81,6 +87,8 @@ def query_int(req: falcon.Request, name: str, *, minimum: int = 0) -> int | None
         raise Unprocessable(
             [problem(["query", name], f"must be >= {minimum}", "greater_than_equal")]
         )
+    if maximum is not None and number > maximum:
+        raise Unprocessable([problem(["query", name], f"must be <= {maximum}", "less_than_equal")])
     return number
 
 

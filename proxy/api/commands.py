@@ -1,16 +1,43 @@
-"""Commands: ``POST /commands/add-messages`` and ``POST /commands/run-now`` (SPEC §3.5, §3.7)."""
+"""Commands: ``POST /commands/add-messages`` and ``POST /commands/run-now`` (SPEC §3.5, §3.7).
+
+The other commands live beside: ``suspension.py`` (suspend, activate) and
+``cleanup.py`` (delete-messages, cleanup-messages).
+"""
 
 from __future__ import annotations
 
 import falcon
+from pydantic import BaseModel, ConfigDict
 
 from proxy.api import _auth, validation
 from proxy.api._body import read_json
 from proxy.api._doc import AUTH, operation
 from proxy.api._errors import WRONG_TENANT, ApiError, BadRequest, Forbidden, Unprocessable
 from proxy.api.deps import Deps
+from proxy.api.message_schema import AddMessagesRequest
 
 ALL_REJECTED = "all messages rejected"
+
+
+class RejectedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    field: str
+    reason: str
+
+
+class AddMessagesResult(BaseModel):
+    """200 body; the 400 (all rejected, too many) repeats it with ``ok: false`` and ``error``."""
+
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
+    queued: int
+    rejected: list[RejectedItem]
+
+
+class RunNowResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
 
 
 class AddMessages:
@@ -19,8 +46,15 @@ class AddMessages:
 
     @operation(
         summary="Validate and enqueue messages",
+        description=(
+            "Body: {messages: [MessagePayload, ...], default_priority?}. Bad messages are "
+            "listed in rejected, the good ones queued; 400 when all are rejected or more "
+            "than 1000 are sent."
+        ),
         access=AUTH,
         tag="Commands",
+        request=AddMessagesRequest,
+        response=AddMessagesResult,
         errors=(400, 403, 413, 422),
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -67,7 +101,13 @@ class RunNow:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    @operation(summary="Wake sending and syncing now", access=AUTH, tag="Commands")
+    @operation(
+        summary="Wake sending and syncing now",
+        description="No body needed. A tenant token wakes its tenant only and clears its DND.",
+        access=AUTH,
+        tag="Commands",
+        response=RunNowResult,
+    )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         # No body required; any body is ignored (SPEC §3.5).
         self.deps.engine.run_now(req.context.principal.tenant_id)

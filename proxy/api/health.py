@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import falcon
+from pydantic import BaseModel
 
 from proxy.api._doc import PUBLIC, operation
 from proxy.api.deps import Deps
+
+
+class HealthResponse(BaseModel):
+    """The process runs and the database answered."""
+
+    ok: Literal[True]
+    status: Literal["ok"]
 
 
 class Health:
@@ -13,7 +23,13 @@ class Health:
         self.deps = deps
 
     @operation(
-        summary="Liveness and database reachability", access=PUBLIC, tag="Health", errors=(503,)
+        summary="Liveness and database reachability",
+        access=PUBLIC,
+        tag="Health",
+        response=HealthResponse,
+        errors=(503,),
+        description='503 `{"ok": false, "status": "error", "error": "database unavailable"}` '
+        "when a trivial query fails.",
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.deps.store.ping():

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.api._body import MAX_INT64
+
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 NonNegative = Annotated[int, Field(ge=0)]
 
@@ -90,7 +92,7 @@ TENANT_FIELD_NAMES = frozenset(TenantFields.model_fields)
 
 class TenantPayload(TenantFields):
     id: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
-    api_key_expires_at: int | None = None
+    api_key_expires_at: Annotated[int, Field(ge=0, le=MAX_INT64)] | None = None
 
 
 class AccountPayload(Lenient):

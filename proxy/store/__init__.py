@@ -11,6 +11,7 @@ from proxy.store.accounts import AccountStore
 from proxy.store.db import Store, StoreError, StoreLocked
 from proxy.store.events import EventStore
 from proxy.store.messages import MessageStore
+from proxy.store.ratelimits import RateLimitStore
 from proxy.store.settings import InstanceSettingsStore
 from proxy.store.sync_state import SyncStateStore
 from proxy.store.tenants import TenantStore
@@ -24,6 +25,7 @@ class Database(Store):
     tenants: TenantStore
     accounts: AccountStore
     messages: MessageStore
+    ratelimits: RateLimitStore
     events: EventStore
     settings: InstanceSettingsStore
     sync_state: SyncStateStore
@@ -39,6 +41,7 @@ def open_store(url: str, *, pool_size: int = 10) -> Database:
     store.tenants = TenantStore(store.db)
     store.accounts = AccountStore(store.db)
     store.messages = MessageStore(store.db, is_sqlite=store.is_sqlite)
+    store.ratelimits = RateLimitStore(store.db, is_sqlite=store.is_sqlite)
     store.events = EventStore(store.db)
     store.settings = InstanceSettingsStore(store.db)
     store.sync_state = SyncStateStore(store.db)

@@ -35,6 +35,11 @@ SECRET_FIELDS = ("password", "imap_password")
 ACCOUNT_DELETED = "account deleted"
 
 
+def rate_scope(tenant_id: str, account_id: str) -> str:
+    """The ``RateCounter.scope`` of an account's windows."""
+    return f"account:{tenant_id}:{account_id}"
+
+
 def _to_record(row: models.Account) -> AccountRecord:
     return AccountRecord(
         tenant_id=row.tenant_id,
@@ -60,7 +65,8 @@ class AccountStore:
         return models.Account.select().where(_where(tenant_id, account_id)).exists()
 
     def list(self, tenant_id: str | None = None) -> list[AccountRecord]:
-        query = models.Account.select().order_by(models.Account.tenant_id, models.Account.id)
+        """Ordered by id (SPEC §3.8); accounts of several tenants sharing an id, by tenant."""
+        query = models.Account.select().order_by(models.Account.id, models.Account.tenant_id)
         if tenant_id is not None:
             query = query.where(models.Account.tenant_id == tenant_id)
         return [_to_record(row) for row in query]
@@ -103,11 +109,17 @@ class AccountStore:
     def delete(self, tenant_id: str, account_id: str, now: int) -> int | None:
         """Delete the account; its unsent messages end as errors (reported like any error).
 
-        Returns the number of messages failed, or None when the account did not exist.
+        Its rate-limit counters go too (SPEC §3.8). A message being sent at that
+        moment becomes an error as well; its outcome is then discarded
+        (``record_outcome`` only writes over a row still ``sending``). Returns
+        the number of messages failed, or None when the account did not exist.
         """
         with self._db.atomic():
             if not models.Account.delete().where(_where(tenant_id, account_id)).execute():
                 return None
+            models.RateCounter.delete().where(
+                models.RateCounter.scope == rate_scope(tenant_id, account_id)
+            ).execute()
             open_rows = list(
                 models.Message.select(models.Message.pk).where(
                     (models.Message.tenant_id == tenant_id)

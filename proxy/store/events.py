@@ -32,6 +32,10 @@ def _record(row: E, client_id: str) -> EventRecord:
     )
 
 
+def _chunks(items: Sequence[str], size: int = 500) -> list[list[str]]:
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
 def _unreported(tenant_id: str) -> peewee.Expression:
     return (E.tenant_id == tenant_id) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
 
@@ -44,6 +48,40 @@ class EventStore:
         client_id = M.select(M.id).where(M.pk == message_pk).scalar()
         query = E.select().where(E.message_pk == message_pk).order_by(E.event_ts, E.event_id)
         return [_record(row, client_id or "") for row in query]
+
+    def histories(self, message_pks: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """Every listed message's events, chronological, in one query per 500 messages."""
+        found: dict[str, list[EventRecord]] = {pk: [] for pk in message_pks}
+        for chunk in _chunks(message_pks):
+            query = (
+                E.select(E, M.id.alias("client_id"))
+                .join(M, on=(M.pk == E.message_pk))
+                .where(E.message_pk.in_(chunk))
+                .order_by(E.event_ts, E.event_id)
+            )
+            for row in query:
+                found[row.message_pk].append(_record(row, row.message.client_id))
+        return found
+
+    def latest_notes(self, message_pks: Sequence[str]) -> dict[str, dict[str, EventRecord]]:
+        """The latest ``bounce`` and ``pec_*`` event of each listed message (SPEC §3.9).
+
+        Keyed by pk, then by ``"bounce"`` or ``"pec"``; messages with neither are absent.
+        """
+        notes: dict[str, dict[str, EventRecord]] = {}
+        for chunk in _chunks(message_pks):
+            query = (
+                E.select()
+                .where(
+                    E.message_pk.in_(chunk)
+                    & ((E.event_type == "bounce") | E.event_type.startswith("pec_"))
+                )
+                .order_by(E.event_ts, E.event_id)
+            )
+            for row in query:
+                kind = "bounce" if row.event_type == "bounce" else "pec"
+                notes.setdefault(row.message_pk, {})[kind] = _record(row, "")
+        return notes
 
     def unreported(self, tenant_id: str, limit: int) -> list[EventRecord]:
         """The oldest unreported reportable events of a tenant, in report order (SPEC §10.3)."""

@@ -17,10 +17,9 @@ from typing import Any
 
 import peewee
 
-from proxy import retry
 from proxy.api.validation import Accepted, Rejection
-from proxy.smtp.errors import Outcome, PermFailure, Sent, TempFailure
 from proxy.store import models
+from proxy.store.outcomes import Outcome, outcome_columns
 from proxy.store.records import (
     ClaimedMessage,
     MessageToSend,
@@ -29,9 +28,13 @@ from proxy.store.records import (
     dumps,
     loads,
 )
+from proxy.store.retention import Deletion, RetentionStore
 
 M = models.Message
+S = models.InstanceSetting
 CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
+# Instance setting holding the deployment-wide scheduler switch (SPEC §3.6): "false" = stopped.
+SCHEDULER_ACTIVE_KEY = "scheduler_active"
 
 
 @dataclass(slots=True)
@@ -70,6 +73,18 @@ class MessageRow:
     lease_expires_ts: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class StatusGroup:
+    """Rows sharing everything the displayed status depends on (``status_groups``)."""
+
+    tenant_id: str | None  # None for terminal rows
+    batch_code: str | None
+    stored_status: str
+    is_future: bool  # deferred_ts in the future
+    is_live_sending: bool  # sending under an unexpired lease
+    count: int
+
+
 def _row(row: M) -> MessageRow:
     return MessageRow(
         **{
@@ -106,6 +121,11 @@ def _event(
     }
 
 
+def _scheduler_stopped() -> bool:
+    """Whether an admin suspended all sending (SPEC §3.6); one primary-key lookup."""
+    return S.select().where((S.key == SCHEDULER_ACTIVE_KEY) & (S.value == "false")).exists()
+
+
 def _is_free(now: int) -> peewee.Expression:
     return M.claimed_by.is_null() | (M.lease_expires_ts < now)
 
@@ -120,6 +140,11 @@ class MessageStore:
     def __init__(self, db: peewee.Database, *, is_sqlite: bool) -> None:
         self._db = db
         self._is_sqlite = is_sqlite
+        self._retention = RetentionStore(db)
+
+    def scheduler_active(self) -> bool:
+        """False while the deployment-wide scheduler is suspended (SPEC §3.6)."""
+        return not _scheduler_stopped()
 
     # -- enqueue ---------------------------------------------------------------
 
@@ -217,7 +242,12 @@ class MessageStore:
         limit: int,
         max_priority: int | None = None,
     ) -> list[ClaimedMessage]:
-        """Reserve up to ``limit`` due rows of one account, in send order, under a lease."""
+        """Reserve up to ``limit`` due rows of one account, in send order, under a lease.
+
+        Nothing is claimed while the deployment-wide scheduler is suspended; the
+        flag is read inside the claim's transaction, so a claim never follows a
+        committed suspension.
+        """
         if not tenant.active or "*" in tenant.suspended_batches:
             return []
         condition = (
@@ -230,6 +260,8 @@ class MessageStore:
         if max_priority is not None:
             condition &= M.priority <= max_priority
         with self._db.atomic():
+            if _scheduler_stopped():
+                return []
             query = (
                 M.select(M.seq, M.pk, M.priority)
                 .where(condition)
@@ -260,15 +292,16 @@ class MessageStore:
     ) -> MessageToSend | None:
         """Re-read a claimed row and mark it ``sending``; None when it must be skipped.
 
-        A replacement, deletion, suspension or new ``deferred_ts`` that arrived
-        after the claim takes effect here (SPEC §18.3); a skipped row's claim is
+        A replacement, deletion, suspension (of the tenant, a batch or the whole
+        scheduler) or new ``deferred_ts`` that arrived after the claim takes
+        effect here (SPEC §18.3); a skipped row's claim is
         released so it can be claimed again when due.
         """
         with self._db.atomic():
             row = M.get_or_none(M.pk == pk)
             if row is None or row.claimed_by != me or row.status != models.PENDING:
                 return None
-            held = tenant is None or tenant.is_suspended(row.batch_code)
+            held = tenant is None or tenant.is_suspended(row.batch_code) or _scheduler_stopped()
             not_due = row.deferred_ts is not None and row.deferred_ts > now
             if held or not_due:
                 M.update(claimed_by=None, lease_expires_ts=None).where(M.pk == pk).execute()
@@ -303,7 +336,7 @@ class MessageStore:
         Returns None (and writes nothing) when the claim is no longer ours:
         the message was deleted or its lease was taken over.
         """
-        columns, event_type, description, metadata = _outcome_columns(
+        columns, event_type, description, metadata = outcome_columns(
             sending, outcome, now=now, max_retries=max_retries, retry_delays=retry_delays, rng=rng
         )
         columns |= {"claimed_by": None, "lease_expires_ts": None, "updated_ts": now}
@@ -394,7 +427,12 @@ class MessageStore:
             )
 
     def due_accounts(self, now: int, limit: int = 10_000) -> list[tuple[str, str]]:
-        """Accounts with at least one due, unclaimed message (the supervisor's wake-up scan)."""
+        """Accounts with at least one due, unclaimed message (the supervisor's wake-up scan).
+
+        None while the deployment-wide scheduler is suspended.
+        """
+        if _scheduler_stopped():
+            return []
         query = (
             M.select(M.tenant_id, M.account_id)
             .join(models.Tenant, on=(models.Tenant.id == M.tenant_id))
@@ -410,8 +448,12 @@ class MessageStore:
         row = M.get_or_none((M.tenant_id == tenant_id) & (M.id == message_id))
         return None if row is None else _row(row)
 
-    def get_by_pk(self, pk: str) -> MessageRow | None:
-        row = M.get_or_none(M.pk == pk)
+    def get_by_pk(self, pk: str, tenant_id: str | None = None) -> MessageRow | None:
+        """The message with this pk; with ``tenant_id``, only if that tenant owns it."""
+        condition = M.pk == pk
+        if tenant_id is not None:
+            condition &= M.tenant_id == tenant_id
+        row = M.get_or_none(condition)
         return None if row is None else _row(row)
 
     def list(
@@ -419,16 +461,20 @@ class MessageStore:
         tenant_id: str | None,
         *,
         active_only: bool = False,
+        stored_status: str | None = None,
         batch_code: str | None = None,
         message_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[MessageRow]:
+        """Messages in the contract's order (SPEC §3.9): priority, created_ts, id."""
         query = M.select()
         if tenant_id is not None:
             query = query.where(M.tenant_id == tenant_id)
         if active_only:
             query = query.where(M.status.not_in(models.TERMINAL))
+        if stored_status is not None:
+            query = query.where(M.status == stored_status)
         if batch_code is not None:
             query = query.where(M.batch_code == batch_code)
         if message_id is not None:
@@ -440,64 +486,60 @@ class MessageStore:
             query = query.offset(offset)
         return [_row(row) for row in query]
 
-    def pending_count(self, tenant_id: str | None = None) -> int:
+    def pending_count(self, tenant_id: str | None = None, batch_code: str | None = None) -> int:
+        """Messages not yet terminal, optionally of one tenant and one batch."""
         query = M.select().where(M.status.not_in(models.TERMINAL))
         if tenant_id is not None:
             query = query.where(M.tenant_id == tenant_id)
+        if batch_code is not None:
+            query = query.where(M.batch_code == batch_code)
         return query.count()
 
+    def status_groups(self, tenant_id: str | None, now: int) -> list[StatusGroup]:
+        """Counts grouped by what decides the displayed status (SPEC §5.1), in one query.
 
-def _outcome_columns(
-    sending: MessageToSend,
-    outcome: Outcome,
-    *,
-    now: int,
-    max_retries: int,
-    retry_delays: Sequence[int],
-    rng: random.Random,
-) -> tuple[dict[str, Any], str, str | None, dict[str, Any]]:
-    """Columns, event type, description and metadata for one attempt's outcome (SPEC §5.3, §6.5)."""
-    metadata: dict[str, Any] = {"attempt": sending.attempt}
-    match outcome:
-        case Sent():
-            metadata |= {"smtp_code": outcome.smtp_code, "smtp_response": outcome.smtp_response}
-            if outcome.refused:
-                metadata["refused"] = [
-                    {"address": r.address, "smtp_code": r.smtp_code, "message": r.message}
-                    for r in outcome.refused
-                ]
-            columns = {"status": models.SENT, "sent_ts": now, "smtp_ts": now, "deferred_ts": None}
-            return columns, "sent", None, metadata
-        case TempFailure() if sending.retry_count < max_retries:
-            retry_count = sending.retry_count + 1
-            next_ts = retry.next_attempt_ts(now, retry_count, retry_delays, rng)
-            if outcome.smtp_code is not None:
-                metadata["smtp_code"] = outcome.smtp_code
-            metadata |= {
-                "next_attempt_ts": next_ts,
-                "retry_count": retry_count,
-                "reason": outcome.reason,
-            }
-            columns = {"status": models.PENDING, "deferred_ts": next_ts, "retry_count": retry_count}
-            return columns, "deferred", outcome.description, metadata
-        case TempFailure():
-            text = f"Max retries ({max_retries}) exceeded: {outcome.description}"
-            return _error_columns(now, text, outcome.smtp_code, metadata)
-        case PermFailure():
-            return _error_columns(now, outcome.description, outcome.smtp_code, metadata)
-    raise TypeError(f"unknown outcome {outcome!r}")
+        The displayed status also depends on the tenant's suspension, which the
+        caller applies; terminal rows are grouped by status alone.
+        """
+        is_open = M.status.not_in(models.TERMINAL)
+        future = peewee.Case(None, [(is_open & (M.deferred_ts > now), 1)], 0)
+        live = peewee.Case(
+            None, [((M.status == models.SENDING) & (M.lease_expires_ts >= now), 1)], 0
+        )
+        tenant = peewee.Case(None, [(is_open, M.tenant_id)], None)
+        batch = peewee.Case(None, [(is_open, M.batch_code)], None)
+        # Grouped by position: PostgreSQL would not match the parameterised CASE
+        # expressions if they were repeated in GROUP BY.
+        query = M.select(
+            tenant.alias("tenant"),
+            batch.alias("batch"),
+            M.status,
+            future.alias("future"),
+            live.alias("live"),
+            peewee.fn.COUNT(M.seq).alias("n"),
+        ).group_by(*(peewee.SQL(str(n)) for n in range(1, 6)))
+        if tenant_id is not None:
+            query = query.where(M.tenant_id == tenant_id)
+        return [
+            StatusGroup(
+                tenant_id=row["tenant"],
+                batch_code=row["batch"],
+                stored_status=row["status"],
+                is_future=bool(row["future"]),
+                is_live_sending=bool(row["live"]),
+                count=row["n"],
+            )
+            for row in query.dicts()
+        ]
 
+    # -- removing (queries in ``retention.py``) ----------------------------------------
 
-def _error_columns(
-    now: int, text: str, smtp_code: int | None, metadata: dict[str, Any]
-) -> tuple[dict[str, Any], str, str | None, dict[str, Any]]:
-    if smtp_code is not None:
-        metadata["smtp_code"] = smtp_code
-    columns = {
-        "status": models.ERROR,
-        "error": text,
-        "error_ts": now,
-        "smtp_ts": now,
-        "deferred_ts": None,
-    }
-    return columns, "error", text, metadata
+    def delete_many(self, tenant_id: str, ids: Iterable[str]) -> Deletion:
+        """Delete by client id within the tenant (SPEC §14.3)."""
+        return self._retention.delete_messages(tenant_id, ids)
+
+    def cleanup(self, tenant_id: str, *, cutoff_ts: int, has_sync_target: bool) -> int:
+        """Remove the tenant's messages retention may take (SPEC §14.1, §14.2)."""
+        return self._retention.cleanup(
+            tenant_id, cutoff_ts=cutoff_ts, has_sync_target=has_sync_target
+        )

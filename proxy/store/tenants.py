@@ -1,12 +1,14 @@
-"""Tenant queries: create-or-merge, read, delete, API keys and sync state.
+"""Tenant queries: create-or-merge, partial update, read, delete, API keys and sync state.
 
 Field values arrive already validated (``proxy.api.schemas``); this module only
-decides what changes in the database, and in one transaction each.
+decides what changes in the database, and in one transaction each. Secrets sent
+back as the mask (``client_auth`` secrets, every string of
+``large_file_config.storage_options``) keep the stored value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import peewee
@@ -28,6 +30,7 @@ TENANT_FIELDS = (
 )
 DEFAULTS: dict[str, Any] = dict.fromkeys(TENANT_FIELDS) | {"active": True}
 SECRET_AUTH_KEYS = ("token", "password")
+Normalizer = Callable[[str, Any], Any]
 
 
 def _to_record(row: models.Tenant, key: models.TenantApiKey | None) -> TenantRecord:
@@ -56,15 +59,74 @@ def _to_record(row: models.Tenant, key: models.TenantApiKey | None) -> TenantRec
     )
 
 
-def _keep_masked_secrets(new: Any, old: Any) -> Any:
-    """A secret sent back as the mask keeps the stored value (SPEC §3.11 rule 2)."""
+def mask_strings(value: Any) -> Any:
+    """Every string inside ``value`` (nested too) replaced by the mask: storage options."""
+    if isinstance(value, dict):
+        return {k: mask_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_strings(v) for v in value]
+    return MASK if isinstance(value, str) else value
+
+
+def restore_masked(new: Any, old: Any) -> Any:
+    """``new`` with every mask that stands where ``old`` has a value put back to that value."""
+    if new == MASK and old is not None:
+        return old
+    if isinstance(new, dict) and isinstance(old, dict):
+        return {k: restore_masked(v, old.get(k)) for k, v in new.items()}
+    return new
+
+
+def _keep_masked_secrets(name: str, new: Any, old: Any) -> Any:
+    """A secret sent back as the mask keeps the stored value (SPEC §3.8 rule 1, §9.7)."""
     if not isinstance(new, dict) or not isinstance(old, dict):
         return new
     merged = dict(new)
-    for key in SECRET_AUTH_KEYS:
-        if merged.get(key) == MASK and key in old:
-            merged[key] = old[key]
+    if name == "client_auth":
+        for key in SECRET_AUTH_KEYS:
+            if merged.get(key) == MASK and key in old:
+                merged[key] = old[key]
+    elif name == "large_file_config" and isinstance(merged.get("storage_options"), dict):
+        merged["storage_options"] = restore_masked(
+            merged["storage_options"], old.get("storage_options")
+        )
     return merged
+
+
+def _current(row: models.Tenant, name: str) -> Any:
+    value = getattr(row, name)
+    return loads(value) if name in JSON_FIELDS else value
+
+
+def _as_is(name: str, value: Any) -> Any:
+    return value
+
+
+def _changes(
+    row: models.Tenant, fields: Mapping[str, Any], normalize: Normalizer = _as_is
+) -> dict[str, Any]:
+    """The fields whose value would change, mapped to their new (decoded) value.
+
+    ``None`` means the field's default; masked secrets keep the stored value.
+    Values are compared after ``normalize(name, value)``.
+    """
+    changes: dict[str, Any] = {}
+    for name, value in fields.items():
+        old = _current(row, name)
+        new = DEFAULTS[name] if value is None else value
+        if name in JSON_FIELDS:
+            new = _keep_masked_secrets(name, new, old)
+        if normalize(name, new) != normalize(name, old):
+            changes[name] = new
+    return changes
+
+
+class AdminFieldChange(Exception):
+    """An update tried to change a field only the admin token may change (SPEC §2.3 rule 4)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
 
 
 class TenantStore:
@@ -106,30 +168,62 @@ class TenantStore:
                     id=tenant_id, created_ts=now, updated_ts=now, **_encode(values)
                 ).execute()
                 return True
-            changes: dict[str, Any] = {}
-            for name, value in fields.items():
-                new = DEFAULTS[name] if value is None else value
-                if name == "client_auth":
-                    new = _keep_masked_secrets(new, loads(row.client_auth))
-                encoded = _encode({name: new})[name]
-                if encoded != getattr(row, name):
-                    changes[name] = encoded
-            if changes:
-                changes["updated_ts"] = now
-                models.Tenant.update(**changes).where(models.Tenant.id == tenant_id).execute()
+            changes = _changes(row, fields)
+            _write(tenant_id, changes, now)
             return False
 
-    def delete(self, tenant_id: str) -> bool:
-        """Delete the tenant and everything it owns, in one transaction."""
+    def update(
+        self,
+        tenant_id: str,
+        fields: Mapping[str, Any],
+        now: int,
+        *,
+        admin_only: Collection[str] = (),
+        normalize: Normalizer = _as_is,
+    ) -> set[str] | None:
+        """Merge ``fields`` into an existing tenant; None when it does not exist.
+
+        Returns the names of the fields that changed. If a field named in
+        ``admin_only`` would change, nothing is written and ``AdminFieldChange``
+        is raised: checked inside the transaction, so sending back the value
+        just read can never undo an admin's concurrent change. ``normalize``
+        makes equivalent forms equal (e.g. a stored value without a later default).
+        """
+        unknown = set(fields) - set(TENANT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown tenant fields: {sorted(unknown)}")
+        with self._db.atomic():
+            row = models.Tenant.get_or_none(models.Tenant.id == tenant_id)
+            if row is None:
+                return None
+            changes = _changes(row, fields, normalize)
+            for name in TENANT_FIELDS:
+                if name in changes and name in admin_only:
+                    raise AdminFieldChange(name)
+            _write(tenant_id, changes, now)
+            return set(changes)
+
+    def delete(self, tenant_id: str) -> list[str] | None:
+        """Delete the tenant and everything it owns, in one transaction.
+
+        Returns the ids of the accounts that went with it, or None when the
+        tenant did not exist.
+        """
         with self._db.atomic():
             deleted = models.Tenant.delete().where(models.Tenant.id == tenant_id).execute()
             if not deleted:
-                return False
+                return None
+            accounts = models.Account.select(models.Account.id).where(
+                models.Account.tenant_id == tenant_id
+            )
+            account_ids = sorted(row.id for row in accounts)
             models.TenantApiKey.delete().where(models.TenantApiKey.tenant_id == tenant_id).execute()
             models.Account.delete().where(models.Account.tenant_id == tenant_id).execute()
             models.MessageEvent.delete().where(models.MessageEvent.tenant_id == tenant_id).execute()
             models.Message.delete().where(models.Message.tenant_id == tenant_id).execute()
-            return True
+            models.SyncLease.delete().where(models.SyncLease.tenant_id == tenant_id).execute()
+            models.RateCounter.delete().where(_counter_of(tenant_id)).execute()
+            return account_ids
 
     # -- suspension (SPEC §8) ---------------------------------------------------
 
@@ -141,13 +235,19 @@ class TenantStore:
 
     # -- API keys --------------------------------------------------------------
 
-    def set_api_key(self, tenant_id: str, key_hash: str, expires_at: int | None, now: int) -> None:
-        """Store the digest of a new key; the previous key stops working in the same transaction."""
+    def set_api_key(self, tenant_id: str, key_hash: str, expires_at: int | None, now: int) -> bool:
+        """Store the digest of a new key; the previous key stops working in the same transaction.
+
+        Returns False, storing nothing, when the tenant does not exist.
+        """
         with self._db.atomic():
+            if not self.exists(tenant_id):
+                return False
             models.TenantApiKey.delete().where(models.TenantApiKey.tenant_id == tenant_id).execute()
             models.TenantApiKey.insert(
                 tenant_id=tenant_id, key_hash=key_hash, expires_at=expires_at, created_ts=now
             ).execute()
+            return True
 
     def has_api_key_hash(self, tenant_id: str, key_hash: str) -> bool:
         return (
@@ -159,8 +259,13 @@ class TenantStore:
             .exists()
         )
 
-    def revoke_api_key(self, tenant_id: str) -> None:
-        models.TenantApiKey.delete().where(models.TenantApiKey.tenant_id == tenant_id).execute()
+    def revoke_api_key(self, tenant_id: str) -> bool:
+        """Delete the tenant's key (it then has none); False when the tenant does not exist."""
+        with self._db.atomic():
+            if not self.exists(tenant_id):
+                return False
+            models.TenantApiKey.delete().where(models.TenantApiKey.tenant_id == tenant_id).execute()
+            return True
 
     def tenant_for_key_hash(self, key_hash: str, now: int) -> tuple[str, str] | None:
         """Return (tenant_id, stored digest) for an unexpired key, else None."""
@@ -203,6 +308,21 @@ class TenantStore:
             ).where(models.Tenant.id == tenant_id).execute()
             row = models.Tenant.get_or_none(models.Tenant.id == tenant_id)
             return row.consecutive_failures if row is not None else 0
+
+
+def _write(tenant_id: str, changes: Mapping[str, Any], now: int) -> None:
+    """Store changed fields; no change leaves ``updated_ts`` alone."""
+    if changes:
+        models.Tenant.update(updated_ts=now, **_encode(changes)).where(
+            models.Tenant.id == tenant_id
+        ).execute()
+
+
+def _counter_of(tenant_id: str) -> peewee.Expression:
+    """Rate counters of the tenant and its accounts (scopes of ``proxy.store.ratelimits``)."""
+    scope = models.RateCounter.scope
+    prefix = f"account:{tenant_id}:"
+    return (scope == f"tenant:{tenant_id}") | (peewee.fn.SUBSTR(scope, 1, len(prefix)) == prefix)
 
 
 def _encode(values: Mapping[str, Any]) -> dict[str, Any]:

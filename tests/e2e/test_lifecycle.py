@@ -132,8 +132,7 @@ def test_sigterm_during_a_send_finishes_it_and_loses_nothing(
         assert sorted(ids) == [f"m-{i:02d}" for i in range(10)]  # each exactly once
         sent = tenant_app.wait_for_items(lambda i: i["event"] == "sent", min_count=10)
         assert {i["id"] for i in sent} == set(ids)
-        statuses = {m["id"]: m["status"] for m in restarted.api.messages()}
-        assert set(statuses.values()) == {"sent"}
+        wait_until(lambda: {m["status"] for m in restarted.api.messages()} == {"sent"})
         assert restarted.terminate() == 0
     finally:
         restarted.stop()

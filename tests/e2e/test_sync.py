@@ -1,0 +1,133 @@
+"""The sync protocol end to end: a real integrating application, failing endpoints, isolation."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from tests.fixtures.proxy import fast_settings, message, running_proxy
+from tests.fixtures.tenant_http import Reply
+from tests.fixtures.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class OutboxApp:
+    """An integrating application: when called, it submits its next batch and answers ``queued``."""
+
+    def __init__(self, total: int, batch: int) -> None:
+        self.outbox = [message(f"out-{i:03d}") | {"tenant_id": None} for i in range(total)]
+        self.batch = batch
+        self.reports: list[dict] = []
+        self.calls = 0
+        self.proxy_url = ""
+        self.api_key = ""
+        self.lock = threading.Lock()
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                queued = app.handle(body["delivery_report"])
+                data = json.dumps({"ok": True, "queued": queued}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def handle(self, items: list[dict]) -> int:
+        with self.lock:
+            self.calls += 1
+            self.reports.extend(items)
+            batch, self.outbox = self.outbox[: self.batch], self.outbox[self.batch :]
+        if batch:
+            messages = [{k: v for k, v in m.items() if v is not None} for m in batch]
+            response = requests.post(
+                f"{self.proxy_url}/commands/add-messages",
+                json={"messages": messages},
+                headers={"X-API-Token": self.api_key},
+                timeout=10,
+            )
+            assert response.json()["queued"] == len(batch)
+        with self.lock:
+            return len(self.outbox)
+
+    def __enter__(self) -> OutboxApp:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_application_drains_its_outbox_through_the_accelerated_loop(tmp_path, smtp_sink):
+    with (
+        OutboxApp(total=30, batch=10) as app,
+        running_proxy(fast_settings(tmp_path, sync_interval=300)) as (server, api),
+    ):
+        app.proxy_url = api.base_url
+        app.api_key = api.add_tenant("acme", client_base_url=app.url)
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.post("/commands/run-now", headers={"X-API-Token": app.api_key})
+        smtp_sink.wait_for(30, timeout_s=30)  # far sooner than one 300 s heartbeat
+        wait_until(
+            lambda: (
+                {i["id"] for i in app.reports if i["event"] == "sent"}
+                == {f"out-{i:03d}" for i in range(30)}
+            ),
+            timeout_s=30,
+            what="every message reported",
+        )
+
+        # Then back to heartbeats: the next call is about sync_interval away.
+        def back_on_heartbeats() -> bool:
+            tenant = server.store.tenants.get("acme")
+            return tenant.next_sync_ts is not None and tenant.next_sync_ts - time.time() > 200
+
+        wait_until(back_on_heartbeats, timeout_s=60, what="fallback to heartbeats")
+
+
+def test_a_hanging_tenant_does_not_delay_another(tmp_path, smtp_sink, tenant_app):
+    from tests.fixtures.tenant_http import start_tenant_app
+
+    healthy = start_tenant_app()
+    try:
+        settings = fast_settings(tmp_path, sync_timeout=1.0)
+        with running_proxy(settings) as (_server, api):
+            tenant_app.script(Reply(hang=True))  # the slow tenant's first call hangs
+            api.add_tenant("slow", client_base_url=tenant_app.url)
+            api.add_tenant("fast", client_base_url=healthy.url)
+            for tenant in ("slow", "fast"):
+                api.add_account(
+                    tenant, "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False
+                )
+            api.add_messages(*[message(f"s{i}", tenant_id="slow") for i in range(5)])
+            tenant_app.wait_for_calls(1)  # the slow tenant's endpoint now hangs
+            api.add_messages(*[message(f"f{i}", tenant_id="fast") for i in range(5)])
+            healthy.wait_for_items(lambda i: i["event"] == "sent", min_count=5, timeout_s=10)
+            # The slow tenant recovers: after its backoff every report arrives.
+            tenant_app.release_hung()
+            slow_items = tenant_app.wait_for_items(
+                lambda i: i["event"] == "sent", min_count=5, timeout_s=30
+            )
+            assert {i["id"] for i in slow_items} >= {f"s{i}" for i in range(5)}
+            counts = Counter(i["event_id"] for i in tenant_app.reported_items())
+            timed_out = {i["event_id"] for i in tenant_app.calls[0].body["delivery_report"]}
+            assert {e for e, n in counts.items() if n > 1} <= timed_out
+    finally:
+        healthy.stop()
