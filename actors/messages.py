@@ -162,5 +162,10 @@ class ReloadTenant:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRetention:
+    """Timer, or an admin run-now: apply the retention policy (SPEC §14.1)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshGauges:
     """Timer: refresh process-wide gauges read from the store."""

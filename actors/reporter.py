@@ -1,7 +1,9 @@
-"""ReporterActor: keeps process-wide gauges read from the store up to date.
+"""ReporterActor: process-wide gauges and retention.
 
 Receives:
   RefreshGauges   timer (every 5 s outside test mode): refresh ``gmp_pending_messages``
+  RunRetention    timer (every 10 min) and admin run-now: remove old fully reported
+                  messages (SPEC §14.1) and prune old rate-limit counters (§7.1 rule 4)
 Sends:
   ChildFailed     (via ``Supervised.on_failure``) when a handler raises
 """
@@ -12,11 +14,14 @@ import logging
 
 from actors._supervised import Supervised
 from actors._timer import Cancel
-from actors.messages import RefreshGauges
+from actors.messages import Flush, RefreshGauges, RunRetention
+from proxy import sync
 
 logger = logging.getLogger(__name__)
 
 REFRESH_INTERVAL_S = 5.0
+RETENTION_INTERVAL_S = 600.0
+FIRST_RETENTION_S = 60.0
 
 
 class ReporterActor(Supervised):
@@ -24,14 +29,20 @@ class ReporterActor(Supervised):
 
     def on_start(self) -> None:
         self._timer: Cancel | None = None
+        self._retention_timer: Cancel | None = None
         self.actor_ref.tell(RefreshGauges())
+        if self.ctx.timers_enabled:
+            self._retention_timer = self.ctx.timers.after(
+                FIRST_RETENTION_S, self.actor_ref, RunRetention()
+            )
 
     def _cleanup(self) -> None:
-        if getattr(self, "_timer", None) is not None:
-            self._timer()
+        for timer in (getattr(self, "_timer", None), getattr(self, "_retention_timer", None)):
+            if timer is not None:
+                timer()
         super()._cleanup()
 
-    def on_receive(self, message: object) -> None:
+    def on_receive(self, message: object) -> object:
         match message:
             case RefreshGauges():
                 self.ctx.metrics.pending.set(self.ctx.store.messages.pending_count())
@@ -39,5 +50,35 @@ class ReporterActor(Supervised):
                     self._timer = self.ctx.timers.after(
                         REFRESH_INTERVAL_S, self.actor_ref, RefreshGauges()
                     )
+            case RunRetention():
+                self._retention()
+                if self.ctx.timers_enabled:
+                    if self._retention_timer is not None:
+                        self._retention_timer()
+                    self._retention_timer = self.ctx.timers.after(
+                        RETENTION_INTERVAL_S, self.actor_ref, RunRetention()
+                    )
+            case Flush():
+                return True
             case _:
                 logger.warning("reporter got unknown message %r", message)
+        return None
+
+    def _retention(self) -> None:
+        """Remove terminal, fully reported messages older than the retention (idempotent)."""
+        settings, store = self.ctx.settings, self.ctx.store
+        now = int(self.ctx.clock.time())
+        store.ratelimits.prune(now)
+        retention_s = settings.delivery_report_retention_seconds
+        if retention_s <= 0:
+            return
+        fallback = sync.GlobalSync(url=settings.client_sync_url)
+        removed = 0
+        for tenant in store.tenants.list():
+            removed += store.messages.cleanup(
+                tenant.id,
+                cutoff_ts=now - retention_s,
+                has_sync_target=sync.sync_target(tenant, fallback) is not None,
+            )
+        if removed:
+            logger.info("retention removed %s messages", removed)

@@ -45,6 +45,7 @@ from actors.messages import (
     ReportsReady,
     Restart,
     RunNow,
+    RunRetention,
     ScanStore,
     SyncDue,
     TenantChanged,
@@ -186,6 +187,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def _run_now(self, tenant_id: str | None) -> None:
         self._wake_accounts(tenant_id)
+        if tenant_id is None and self.reporter is not None:
+            self.reporter.tell(RunRetention())  # an admin run-now also applies retention
         tenant_ids = [tenant_id] if tenant_id else [t.id for t in self.ctx.store.tenants.list()]
         for tid in tenant_ids:
             # Only a tenant token's run-now forces a call and clears DND (SPEC §10.9).

@@ -131,3 +131,21 @@ def test_a_hanging_tenant_does_not_delay_another(tmp_path, smtp_sink, tenant_app
             assert {e for e, n in counts.items() if n > 1} <= timed_out
     finally:
         healthy.stop()
+
+
+def test_retention_removes_only_reported_terminal_messages(tmp_path, smtp_sink, tenant_app):
+    settings = fast_settings(tmp_path, delivery_report_retention_seconds=1)
+    with running_proxy(settings) as (_server, api):
+        api.add_tenant("acme", client_base_url=tenant_app.url)
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.add_messages(message("old"))
+        wait_until(lambda: "reported_ts" in (api.message("old") or {}), what="reported")
+        api.post("/commands/suspend", params={"tenant_id": "acme"})
+        api.add_messages(message("held"))  # never sent: retention must keep it
+
+        def swept() -> bool:
+            api.post("/commands/run-now")  # an admin run-now also applies retention
+            return api.message("old") is None
+
+        wait_until(swept, timeout_s=15, interval_s=0.2, what="old message removed")
+        assert api.message("held")["status"] == "suspended"
