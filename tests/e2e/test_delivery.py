@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 
+import pytest
+
 from tests.fixtures.proxy import fast_settings, message, running_proxy
-from tests.fixtures.smtp import SINK_PASSWORD, SINK_USER, start_sink
+from tests.fixtures.smtp import DROP, SINK_PASSWORD, SINK_USER, STALL, start_sink
 from tests.fixtures.waiting import wait_until
 
 
@@ -115,3 +117,47 @@ def test_metrics_count_outcomes_per_account(tmp_path, smtp_sink) -> None:
         assert api.as_token(None).get("/metrics").status_code == 401
         bearer = {"Authorization": "Bearer test-admin-token"}
         assert api.as_token(None).get("/metrics", headers=bearer).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "event"),
+    [
+        ("421 4.3.2 Service shutting down", "deferred", "deferred"),
+        ("451 4.7.1 Greylisted, try again", "deferred", "deferred"),
+        ("452 4.2.2 Mailbox full", "deferred", "deferred"),
+        ("550 5.1.1 No such user", "error", "error"),
+        ("554 5.7.1 Rejected as spam", "error", "error"),
+        (DROP, "deferred", "deferred"),
+    ],
+)
+def test_each_failure_class_through_the_proxy(
+    tmp_path, smtp_sink, tenant_app, reply, status, event
+) -> None:
+    smtp_sink.script_data(reply)
+    with running_proxy(fast_settings(tmp_path)) as (_server, api):
+        api.add_tenant("acme", client_base_url=tenant_app.url)
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.add_messages(message("m1"))
+        stored = api.wait_status("m1", status)
+        (item,) = tenant_app.wait_for_items(lambda i: i["event"] == event)
+        events = api.get("/messages/m1/events", params={"tenant_id": "acme"}).json()["events"]
+        attempt = events[-1]
+        assert attempt["event_type"] == event
+        assert attempt["metadata"]["attempt"] == 1
+        if reply != DROP:
+            code = int(reply[:3])
+            assert attempt["metadata"]["smtp_code"] == code
+            text = f"SMTP {code}: {reply[4:]}"
+            assert (item.get("deferred_reason") or item.get("error")) == text
+        if status == "deferred":
+            assert stored["retry_count"] == 1
+            assert attempt["metadata"]["reason"] == ("connection" if reply == DROP else "smtp")
+
+
+def test_a_stalled_server_times_out_and_is_retried(tmp_path, smtp_sink) -> None:
+    smtp_sink.script_data(STALL)
+    with running_proxy(fast_settings(tmp_path, smtp_send_timeout=1.0)) as (_server, api):
+        _tenant_and_account(api, smtp_sink, use_tls=False)
+        api.add_messages(message("slow"))
+        stored = api.wait_status("slow", "deferred", timeout_s=15)
+        assert stored["retry_count"] == 1
