@@ -9,46 +9,20 @@ from falcon import testing
 
 from proxy.api import _auth
 from proxy.api.accounts import AccountDeleted, AccountList, AccountWritten
-from proxy.app import create_app
 from proxy.metrics import Metrics
 from proxy.store import Database, models
-from tests.fixtures.engine import FakeEngine
-from tests.fixtures.stores import accepted, add_tenant_and_account, make_settings
+from tests.fixtures.stores import accepted, add_tenant_and_account
+from tests.proxy.api.conftest import ADMIN, NOW, MakeClient
 
-NOW = 1_767_225_600
-ADMIN = {"X-API-Token": "admin-token"}
 ACME = {"X-API-Token": "acme-key"}
 
 
-class FixedClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
-def client(store: Database, engine: FakeEngine, metrics: Metrics) -> testing.TestClient:
+def client(store: Database, make_client: MakeClient) -> testing.TestClient:
     add_tenant_and_account(store, "acme", "main", now=NOW - 100, name="ACME")
     add_tenant_and_account(store, "globex", "main", now=NOW - 100)
     store.tenants.set_api_key("acme", _auth.digest("acme-key"), None, NOW)
-    settings = make_settings(api_token="admin-token")
-    app = create_app(settings, store, engine, metrics=metrics, clock=FixedClock(NOW))
-    return testing.TestClient(app)
+    return make_client()
 
 
 def delete(client: testing.TestClient, account: str, headers: dict | None = None, **params: Any):

@@ -12,40 +12,20 @@ from proxy.api import _auth
 from proxy.api._errors import ADMIN_REQUIRED
 from proxy.api.audit import COMMANDS, MAX_TEXT_BYTES, logged_payload
 from proxy.api.command_log import CommandExport, CommandPage, PurgeResult
-from proxy.app import create_app
 from proxy.store import Database, models
 from proxy.store.records import MASK
-from tests.fixtures.engine import FakeEngine
-from tests.fixtures.stores import add_tenant_and_account, make_settings
+from tests.fixtures.stores import add_tenant_and_account
+from tests.proxy.api.conftest import ADMIN, NOW, FixedClock, MakeClient
 
-NOW = 1_767_225_600
-ADMIN = {"X-API-Token": "admin-token"}
 ACME_KEY = "acme-key-" + "k" * 34
 ACME = {"X-API-Token": ACME_KEY}
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW)
-
-
-@pytest.fixture
-def client(store: Database, clock: Clock) -> testing.TestClient:
+def client(store: Database, make_client: MakeClient) -> testing.TestClient:
     add_tenant_and_account(store, "acme", "main")
     store.tenants.set_api_key("acme", _auth.digest(ACME_KEY), None, NOW)
-    settings = make_settings(api_token="admin-token", max_request_mb=1)
-    return testing.TestClient(create_app(settings, store, FakeEngine(), clock=clock))
+    return make_client(max_request_mb=1)
 
 
 def entries(client: testing.TestClient, **params: Any) -> list[dict[str, Any]]:
@@ -257,7 +237,7 @@ def test_logged_payload_is_pure_and_masks_at_any_depth() -> None:
 # -- the routes ---------------------------------------------------------------------------
 
 
-def seed(store: Database, clock: Clock, client: testing.TestClient) -> None:
+def seed(store: Database, clock: FixedClock, client: testing.TestClient) -> None:
     for offset, path in ((0, "/tenant/acme"), (10, "/tenant/acme"), (20, "/tenant/globex")):
         clock.now = NOW + offset
         client.simulate_put(path, json={"name": str(offset)}, headers=ADMIN)
@@ -266,7 +246,7 @@ def seed(store: Database, clock: Clock, client: testing.TestClient) -> None:
 
 
 def test_query_filters_pages_and_counts(
-    client: testing.TestClient, store: Database, clock: Clock
+    client: testing.TestClient, store: Database, clock: FixedClock
 ) -> None:
     seed(store, clock, client)
     assert [e["command_ts"] for e in entries(client)] == [NOW + 30, NOW + 20, NOW + 10, NOW]
@@ -298,7 +278,7 @@ def test_query_refuses_bad_parameters(client: testing.TestClient, params: dict, 
 
 
 def test_export_is_oldest_first_with_the_short_form(
-    client: testing.TestClient, store: Database, clock: Clock
+    client: testing.TestClient, store: Database, clock: FixedClock
 ) -> None:
     seed(store, clock, client)
     result = client.simulate_get(
@@ -323,7 +303,7 @@ def test_export_is_oldest_first_with_the_short_form(
 
 
 def test_purge_removes_older_entries(
-    client: testing.TestClient, store: Database, clock: Clock
+    client: testing.TestClient, store: Database, clock: FixedClock
 ) -> None:
     seed(store, clock, client)
     result = client.simulate_post("/command-log/purge", json={"before_ts": NOW + 20}, headers=ADMIN)
@@ -332,7 +312,7 @@ def test_purge_removes_older_entries(
 
 
 def test_command_log_routes_are_admin_only_and_purge_validates(
-    client: testing.TestClient, store: Database, clock: Clock
+    client: testing.TestClient, store: Database, clock: FixedClock
 ) -> None:
     seed(store, clock, client)
     for method, path in [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -12,47 +11,22 @@ from proxy.api import _auth
 from proxy.api.cleanup import CleanupResult, DeleteResult
 from proxy.api.commands import AddMessagesResult, RunNowResult
 from proxy.api.suspension import SuspendResponse, suspended_after
-from proxy.app import create_app
 from proxy.smtp.errors import Sent
 from proxy.store import Database, models
-from tests.fixtures.engine import FakeEngine
-from tests.fixtures.stores import accepted, add_tenant_and_account, make_settings
+from tests.fixtures.stores import accepted, add_tenant_and_account
+from tests.proxy.api.conftest import ADMIN, NOW, MakeClient, attempt
 
-NOW = 1_767_225_600
-ADMIN = {"X-API-Token": "admin-token"}
 ACME_KEY, GLOBEX_KEY = "acme-key", "globex-key"
 ACME = {"X-API-Token": ACME_KEY}
 
 
-class FixedClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def client(store: Database, engine: FakeEngine, clock: FixedClock) -> testing.TestClient:
+def client(store: Database, make_client: MakeClient) -> testing.TestClient:
     add_tenant_and_account(store, "acme", client_base_url="https://acme.example")
     add_tenant_and_account(store, "globex")
     store.tenants.set_api_key("acme", _auth.digest(ACME_KEY), None, NOW)
     store.tenants.set_api_key("globex", _auth.digest(GLOBEX_KEY), None, NOW)
-    settings = make_settings(api_token="admin-token", delivery_report_retention_seconds=3600)
-    return testing.TestClient(create_app(settings, store, engine, clock=clock))
+    return make_client(delivery_report_retention_seconds=3600)
 
 
 def post(client: testing.TestClient, path: str, headers: dict | None = None, **kw: Any):
@@ -305,25 +279,8 @@ def test_delete_messages_rejects_bad_input_and_keeps_everything(client, store) -
 
 
 def _sent_and_reported(store: Database, message_id: str, tenant: str, at: int) -> None:
-    row = store.messages.get(tenant, message_id)
-    store.messages.claim_due(
-        store.tenants.get(tenant), "main", me="x", now=at, lease_s=30, limit=50
-    )
-    sending = store.messages.begin_attempt(
-        row.pk, store.tenants.get(tenant), me="x", now=at, lease_s=30
-    )
-    store.messages.record_outcome(
-        sending,
-        Sent(250, "OK"),
-        me="x",
-        now=at,
-        message_id=None,
-        max_retries=1,
-        retry_delays=(60,),
-        rng=random.Random(1),
-    )
-    store.messages.release_claims("x")
-    store.events.mark_reported([e.event_id for e in store.events.history(row.pk)], at)
+    pk = attempt(store, message_id, Sent(250, "OK"), at, tenant)
+    store.events.mark_reported([e.event_id for e in store.events.history(pk)], at)
 
 
 def test_cleanup_uses_the_configured_retention_by_default(client, store, clock) -> None:

@@ -10,35 +10,34 @@ from falcon import testing
 from proxy.api import _auth
 from proxy.api._errors import ADMIN_REQUIRED, AUTH_FAILED
 from proxy.api.instance import BOUNCE_WITHOUT_HOST, InstanceInfo
-from proxy.app import create_app
+from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.store import Database, models
 from proxy.store.settings import API_TOKEN_SHA256
 from tests.fixtures.engine import FakeEngine
 from tests.fixtures.stores import make_settings
+from tests.proxy.api.conftest import ADMIN, MakeClient
 
-ADMIN = {"X-API-Token": "admin-token"}
 ACME_KEY = "acme-key-" + "k" * 34
 ACME = {"X-API-Token": ACME_KEY}
 STORED_TOKEN = "stored-admin-token-0123456789"
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-def build(store: Database, engine: FakeEngine, **settings: Any) -> testing.TestClient:
-    store.tenants.upsert("acme", {}, 1_000)
-    store.tenants.set_api_key("acme", _auth.digest(ACME_KEY), None, 1_000)
-    return testing.TestClient(create_app(make_settings(**settings), store, engine))
+def clock() -> Clock:
+    return SYSTEM_CLOCK  # these tests have always run on the wall clock
 
 
 @pytest.fixture
-def client(store: Database, engine: FakeEngine) -> testing.TestClient:
+def build(store: Database, make_client: MakeClient) -> MakeClient:
+    """``make_client`` over a store that holds tenant ``acme`` and its key."""
+    store.tenants.upsert("acme", {}, 1_000)
+    store.tenants.set_api_key("acme", _auth.digest(ACME_KEY), None, 1_000)
+    return make_client
+
+
+@pytest.fixture
+def client(build: MakeClient) -> testing.TestClient:
     return build(
-        store,
-        engine,
-        api_token="admin-token",
         bounce_imap_host="imap.seed.example",
         bounce_imap_user="bounces",
         bounce_imap_password="seed-password",
@@ -166,8 +165,8 @@ def test_reload_bounce_tells_the_engine(client: testing.TestClient, engine: Fake
     assert engine.calls == [("reload_bounce", None), ("reload_bounce", None)]
 
 
-def test_reload_bounce_refuses_enabled_without_host(store: Database, engine: FakeEngine) -> None:
-    client = build(store, engine, api_token="admin-token", bounce_enabled=True)
+def test_reload_bounce_refuses_enabled_without_host(build: MakeClient, engine: FakeEngine) -> None:
+    client = build(bounce_enabled=True)
     result = client.simulate_post("/instance/reload-bounce", headers=ADMIN)
     assert (result.status_code, result.json["error"]) == (400, BOUNCE_WITHOUT_HOST)
     assert result.json["detail"] == BOUNCE_WITHOUT_HOST
@@ -175,9 +174,9 @@ def test_reload_bounce_refuses_enabled_without_host(store: Database, engine: Fak
 
 
 def test_token_set_through_put_is_the_admin_token_when_none_is_configured(
-    store: Database, engine: FakeEngine
+    build: MakeClient,
 ) -> None:
-    client = build(store, engine, api_token=None)
+    client = build(api_token=None)
     assert client.simulate_get("/instance").json["api_token_set"] is False  # open
     result = client.simulate_put("/instance", json={"api_token": STORED_TOKEN})
     assert result.status_code == 200
@@ -195,9 +194,9 @@ def test_token_set_through_put_is_the_admin_token_when_none_is_configured(
     assert client.simulate_get("/instance", headers={"X-API-Token": newer}).status_code == 200
 
 
-def test_configured_token_wins_over_the_stored_one(store: Database, engine: FakeEngine) -> None:
+def test_configured_token_wins_over_the_stored_one(store: Database, build: MakeClient) -> None:
     store.settings.set(API_TOKEN_SHA256, _auth.digest(STORED_TOKEN))
-    client = build(store, engine, api_token="admin-token")
+    client = build(api_token="admin-token")
     assert (
         client.simulate_get("/instance", headers={"X-API-Token": STORED_TOKEN}).status_code == 401
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -10,36 +9,21 @@ from falcon import testing
 
 from proxy.api import _auth
 from proxy.api.messages import EventList, MessageList
-from proxy.app import create_app
 from proxy.smtp.errors import PermFailure, Sent, TempFailure
 from proxy.store import Database, models
 from proxy.store.records import dumps
-from tests.fixtures.engine import FakeEngine
-from tests.fixtures.stores import accepted, add_tenant_and_account, make_settings
+from tests.fixtures.stores import accepted, add_tenant_and_account
+from tests.proxy.api.conftest import ADMIN, NOW, MakeClient, attempt
 
-NOW = 1_767_225_600
-ADMIN = {"X-API-Token": "admin-token"}
 ACME = {"X-API-Token": "acme-key"}
 
 
-class FixedClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def client(store: Database) -> testing.TestClient:
+def client(store: Database, make_client: MakeClient) -> testing.TestClient:
     add_tenant_and_account(store, "acme", name="ACME Corporation")
     add_tenant_and_account(store, "globex")
     store.tenants.set_api_key("acme", _auth.digest("acme-key"), None, NOW)
-    settings = make_settings(api_token="admin-token")
-    return testing.TestClient(create_app(settings, store, FakeEngine(), clock=FixedClock(NOW)))
+    return make_client()
 
 
 def listing(client: testing.TestClient, headers: dict | None = None, **params: Any) -> list[dict]:
@@ -53,29 +37,6 @@ def events_of(client: testing.TestClient, message_id: str, headers: dict | None 
     return client.simulate_get(
         f"/messages/{message_id}/events", params=params, headers=headers or ADMIN
     )
-
-
-def attempt(store: Database, message_id: str, outcome: Any, at: int, tenant: str = "acme"):
-    row = store.messages.get(tenant, message_id)
-    store.messages.claim_due(
-        store.tenants.get(tenant), "main", me="x", now=at, lease_s=30, limit=99
-    )
-    sending = store.messages.begin_attempt(
-        row.pk, store.tenants.get(tenant), me="x", now=at, lease_s=30
-    )
-    store.messages.release_claims("x")
-    recorded = store.messages.record_outcome(
-        sending,
-        outcome,
-        me="x",
-        now=at,
-        message_id=None,
-        max_retries=3,
-        retry_delays=(60,),
-        rng=random.Random(1),
-    )
-    assert recorded is not None
-    return row.pk
 
 
 def add_event(store: Database, pk: str, event_type: str, at: int, **fields: Any) -> None:

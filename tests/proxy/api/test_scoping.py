@@ -15,12 +15,13 @@ import pytest
 from falcon import testing
 
 from proxy.api.deps import Deps
-from proxy.app import create_app, operations, routes
+from proxy.app import operations, routes
+from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.metrics import Metrics
 from tests.fixtures.engine import FakeEngine
 from tests.fixtures.stores import accepted, make_settings
+from tests.proxy.api.conftest import ADMIN_TOKEN, NOW, MakeClient
 
-ADMIN = "admin-token"
 ALPHA_KEY = "alpha-key-0123456789abcdefghijklmnopqrstu"
 BETA_KEY = "beta-key-0123456789abcdefghijklmnopqrstuv"
 
@@ -109,18 +110,21 @@ ROWS: tuple[Row, ...] = (
 
 
 @pytest.fixture
-def client(store):
+def clock() -> Clock:
+    return SYSTEM_CLOCK  # the matrix has always run on the wall clock
+
+
+@pytest.fixture
+def client(store, make_client: MakeClient):
     from proxy.api._auth import digest
 
-    now = 1_767_225_600
     for tenant in ("alpha", "beta"):
-        store.tenants.upsert(tenant, {"name": tenant.title()}, now)
-        store.accounts.upsert(tenant, "main", {"host": "127.0.0.1", "port": 25}, now)
-    store.tenants.set_api_key("alpha", digest(ALPHA_KEY), None, now)
-    store.tenants.set_api_key("beta", digest(BETA_KEY), None, now)
-    store.messages.enqueue([accepted("b1", tenant_id="beta")], now)
-    app = create_app(make_settings(api_token=ADMIN), store, FakeEngine())
-    return testing.TestClient(app)
+        store.tenants.upsert(tenant, {"name": tenant.title()}, NOW)
+        store.accounts.upsert(tenant, "main", {"host": "127.0.0.1", "port": 25}, NOW)
+    store.tenants.set_api_key("alpha", digest(ALPHA_KEY), None, NOW)
+    store.tenants.set_api_key("beta", digest(BETA_KEY), None, NOW)
+    store.messages.enqueue([accepted("b1", tenant_id="beta")], NOW)
+    return make_client()
 
 
 def _call(client: testing.TestClient, row: Row, token: str | None) -> testing.Result:
@@ -163,7 +167,7 @@ def test_access_matrix(client: testing.TestClient, store, row: Row) -> None:
             assert _beta_snapshot(store) == before  # refused requests changed nothing
     else:
         assert cells == {"none": 200, "wrong": 200, "alpha": 200}
-    admin = _call(client, row, ADMIN)
+    admin = _call(client, row, ADMIN_TOKEN)
     assert admin.status_code in row.admin_ok, (admin.status_code, admin.text)
 
 

@@ -2,49 +2,28 @@
 
 from __future__ import annotations
 
-import random
-from typing import Any
-
 import pytest
 from falcon import testing
 
 from proxy.api import _auth
 from proxy.api.status import StatusResponse
-from proxy.app import create_app
 from proxy.smtp.errors import PermFailure, Sent
 from proxy.store import Database, models
 from proxy.store.messages import SCHEDULER_ACTIVE_KEY
 from proxy.store.settings import API_TOKEN_SHA256
-from tests.fixtures.engine import FakeEngine
-from tests.fixtures.stores import accepted, add_tenant_and_account, make_settings
+from tests.fixtures.stores import accepted, add_tenant_and_account
+from tests.proxy.api.conftest import ADMIN, NOW, MakeClient, attempt
 
-NOW = 1_767_225_600
-ADMIN = {"X-API-Token": "admin-token"}
 ACME = {"X-API-Token": "acme-key"}
-
-
-class FixedClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-def make_client(store: Database, **settings: Any) -> testing.TestClient:
-    config = make_settings(**({"api_token": "admin-token", "instance_id": "mx-1:8000"} | settings))
-    return testing.TestClient(create_app(config, store, FakeEngine(), clock=FixedClock(NOW)))
+INSTANCE_ID = "mx-1:8000"
 
 
 @pytest.fixture
-def client(store: Database) -> testing.TestClient:
+def client(store: Database, make_client: MakeClient) -> testing.TestClient:
     add_tenant_and_account(store, "acme")
     add_tenant_and_account(store, "globex")
     store.tenants.set_api_key("acme", _auth.digest("acme-key"), None, NOW)
-    return make_client(store)
+    return make_client(instance_id=INSTANCE_ID)
 
 
 def status(client: testing.TestClient, headers: dict | None = None) -> dict:
@@ -52,27 +31,6 @@ def status(client: testing.TestClient, headers: dict | None = None) -> dict:
     assert result.status_code == 200, result.json
     StatusResponse.model_validate(result.json)
     return result.json
-
-
-def finish(store: Database, message_id: str, outcome: Any, tenant: str = "acme") -> None:
-    row = store.messages.get(tenant, message_id)
-    store.messages.claim_due(
-        store.tenants.get(tenant), "main", me="x", now=NOW, lease_s=30, limit=99
-    )
-    sending = store.messages.begin_attempt(
-        row.pk, store.tenants.get(tenant), me="x", now=NOW, lease_s=30
-    )
-    store.messages.release_claims("x")
-    store.messages.record_outcome(
-        sending,
-        outcome,
-        me="x",
-        now=NOW,
-        message_id=None,
-        max_retries=1,
-        retry_delays=(60,),
-        rng=random.Random(1),
-    )
 
 
 def test_status_of_an_empty_instance(client) -> None:
@@ -115,8 +73,8 @@ def test_counts_use_the_displayed_statuses(client, store) -> None:
         NOW,
     )
     store.messages.enqueue([accepted("g", tenant_id="globex")], NOW)
-    finish(store, "ok", Sent(250, "OK"))
-    finish(store, "bad", PermFailure("SMTP 550: no", 550))
+    attempt(store, "ok", Sent(250, "OK"), NOW)
+    attempt(store, "bad", PermFailure("SMTP 550: no", 550), NOW)
     busy = store.messages.get("acme", "busy")
     store.messages.claim_due(
         store.tenants.get("acme"), "main", me="y", now=NOW, lease_s=30, limit=9
@@ -169,8 +127,10 @@ def test_instances_lists_recent_heartbeats_to_the_admin(client, store) -> None:
     ]
 
 
-def test_auth_reports_disabled_without_any_admin_token(store) -> None:
-    client = make_client(store, api_token=None, start_active=False, test_mode=True)
+def test_auth_reports_disabled_without_any_admin_token(store, make_client) -> None:
+    client = make_client(
+        instance_id=INSTANCE_ID, api_token=None, start_active=False, test_mode=True
+    )
     body = status(client, headers={})
     assert (body["auth"], body["active"], body["test_mode"]) == ("disabled", False, True)
     store.settings.set(API_TOKEN_SHA256, _auth.digest("stored"))  # as PUT /instance does

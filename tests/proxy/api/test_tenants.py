@@ -13,14 +13,12 @@ from proxy.api._errors import ADMIN_REQUIRED, AUTH_FAILED, WRONG_TENANT
 from proxy.api.sync_status import SyncStatusList, sync_status
 from proxy.api.tenant_keys import ApiKeyCreated
 from proxy.api.tenants import Ok, TenantInfo, TenantList
-from proxy.app import create_app
 from proxy.store import Database, models
 from proxy.store.records import MASK
 from tests.fixtures.engine import FakeEngine
-from tests.fixtures.stores import accepted, make_settings
+from tests.fixtures.stores import accepted
+from tests.proxy.api.conftest import ADMIN, NOW, FixedClock, MakeClient
 
-NOW = 1_767_225_600
-ADMIN = {"X-API-Token": "admin-token"}
 ACME_KEY, GLOBEX_KEY = "acme-key-" + "a" * 34, "globex-key-" + "g" * 32
 ACME = {"X-API-Token": ACME_KEY}
 GLOBEX = {"X-API-Token": GLOBEX_KEY}
@@ -39,39 +37,13 @@ ACME_FIELDS: dict[str, Any] = {
 }
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW)
-
-
-def build(store: Database, engine: FakeEngine, clock: Clock, **settings: Any) -> testing.TestClient:
-    config = make_settings(api_token="admin-token", **settings)
-    return testing.TestClient(create_app(config, store, engine, clock=clock))
-
-
-@pytest.fixture
-def client(store: Database, engine: FakeEngine, clock: Clock) -> testing.TestClient:
+def client(store: Database, make_client: MakeClient) -> testing.TestClient:
     store.tenants.upsert("acme", ACME_FIELDS, NOW)
     store.tenants.upsert("globex", {"name": "Globex"}, NOW)
     store.tenants.set_api_key("acme", _auth.digest(ACME_KEY), None, NOW)
     store.tenants.set_api_key("globex", _auth.digest(GLOBEX_KEY), None, NOW)
-    return build(store, engine, clock)
+    return make_client()
 
 
 def error_of(result: testing.Result, status: int) -> str:
@@ -88,6 +60,14 @@ def fields_of(result: testing.Result, status: int = 422) -> list[str]:
 def snapshot(store: Database) -> tuple[Any, ...]:
     keys = sorted((k.tenant_id, k.key_hash, k.expires_at) for k in models.TenantApiKey.select())
     return (store.tenants.list(), keys)
+
+
+def assert_key_route_refusals(client: testing.TestClient, method: str) -> None:
+    """The key routes refuse a tenant token (403) and an unknown tenant (404)."""
+    acme = client.simulate_request(method, "/tenant/acme/api-key", headers=ACME)
+    assert error_of(acme, 403) == ADMIN_REQUIRED
+    ghost = client.simulate_request(method, "/tenant/ghost/api-key", headers=ADMIN)
+    assert error_of(ghost, 404) == "Tenant 'ghost' not found"
 
 
 # -- GET ----------------------------------------------------------------------------------
@@ -236,11 +216,10 @@ def test_outbound_policy_applies_to_changed_urls_from_tenant_tokens_only(
 def test_private_networks_can_be_allowed_by_settings(
     client: testing.TestClient,
     store: Database,
-    engine: FakeEngine,
-    clock: Clock,
+    make_client: MakeClient,
     settings: dict,
 ) -> None:
-    lenient = build(store, engine, clock, **settings)
+    lenient = make_client(**settings)
     assert put(lenient, {"client_base_url": "http://10.1.2.3:8000"}, ACME).status_code == 200
     assert store.tenants.get("acme").client_base_url == "http://10.1.2.3:8000"
 
@@ -315,7 +294,7 @@ def test_rotating_the_key_invalidates_the_old_one_at_once(
 
 
 def test_a_key_with_an_expiry_stops_working_when_it_expires(
-    client: testing.TestClient, clock: Clock
+    client: testing.TestClient, clock: FixedClock
 ) -> None:
     result = client.simulate_post(
         "/tenant/acme/api-key", json={"expires_at": NOW + 60}, headers=ADMIN
@@ -331,12 +310,7 @@ def test_a_key_with_an_expiry_stops_working_when_it_expires(
 
 def test_create_key_errors_keep_the_old_key(client: testing.TestClient, store: Database) -> None:
     before = snapshot(store)
-    assert error_of(client.simulate_post("/tenant/acme/api-key", headers=ACME), 403) == (
-        ADMIN_REQUIRED
-    )
-    assert error_of(client.simulate_post("/tenant/ghost/api-key", headers=ADMIN), 404) == (
-        "Tenant 'ghost' not found"
-    )
+    assert_key_route_refusals(client, "POST")
     past = client.simulate_post("/tenant/acme/api-key", json={"expires_at": NOW}, headers=ADMIN)
     assert fields_of(past) == ["body.expires_at"]
     text = client.simulate_post("/tenant/acme/api-key", json={"expires_at": "soon"}, headers=ADMIN)
@@ -350,12 +324,7 @@ def test_create_key_errors_keep_the_old_key(client: testing.TestClient, store: D
 
 def test_revoking_the_key(client: testing.TestClient, store: Database) -> None:
     before = snapshot(store)
-    assert error_of(client.simulate_delete("/tenant/acme/api-key", headers=ACME), 403) == (
-        ADMIN_REQUIRED
-    )
-    assert error_of(client.simulate_delete("/tenant/ghost/api-key", headers=ADMIN), 404) == (
-        "Tenant 'ghost' not found"
-    )
+    assert_key_route_refusals(client, "DELETE")
     assert snapshot(store) == before
     assert client.simulate_delete("/tenant/acme/api-key", headers=ADMIN).json == {"ok": True}
     assert error_of(client.simulate_get("/tenant/acme", headers=ACME), 401) == AUTH_FAILED
