@@ -36,11 +36,19 @@ from actors.messages import (
     WorkAvailable,
 )
 from proxy import ratelimit
+from proxy.attachments import pipeline as attachments
+from proxy.attachments.errors import AttachmentFailure
 from proxy.smtp import mime
 from proxy.smtp.client import SmtpConnection, SmtpEndpoint
-from proxy.smtp.errors import PermFailure, Sent
+from proxy.smtp.errors import PermFailure, Sent, TempFailure
 from proxy.store.outcomes import Outcome
-from proxy.store.records import AccountRecord, ClaimedMessage, MessageToSend, TenantRecord
+from proxy.store.records import (
+    DECRYPTION_FAILED,
+    AccountRecord,
+    ClaimedMessage,
+    MessageToSend,
+    TenantRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -251,29 +259,41 @@ class AccountActor(Supervised):
         account = self._load_account()
         if account is None:
             return PermFailure("account not found"), None
+        if account.password_unusable:  # no configured key decrypts it (SPEC §16 rule 4)
+            return TempFailure(DECRYPTION_FAILED, "connection"), None
         try:
-            built = mime.build(
-                sending.payload,
-                pk=sending.pk,
-                now_ts=self._now(),
-                bounce_return_path=self._bounce_return_path,
-            )
-        except (ValueError, TypeError, UnicodeError) as exc:
-            logger.exception("message %s could not be built", sending.pk, extra=self._log_extra)
-            return PermFailure(f"message could not be built: {exc}"), None
-        if self._conn is None:
-            self._conn = SmtpConnection(
-                endpoint_for(account),
-                connect_timeout_s=self.ctx.settings.smtp_connect_timeout,
-                send_timeout_s=self.ctx.settings.smtp_send_timeout,
-                helo_name=self.ctx.settings.helo_name,
-            )
-        started = self.ctx.clock.monotonic()
-        outcome = self._conn.send(built)
-        self.ctx.metrics.send_duration.labels(self.tenant_id, self.account_id).observe(
-            self.ctx.clock.monotonic() - started
-        )
-        return outcome, built.message_id
+            # Fetch attachments, apply large-file rules, hold their memory until sent (SPEC §9).
+            with attachments.prepare(self.ctx, sending, now=self._now()) as prepared:
+                try:
+                    built = prepared.complete(
+                        mime.build(
+                            prepared.payload,
+                            pk=sending.pk,
+                            now_ts=self._now(),
+                            bounce_return_path=self._bounce_return_path,
+                            attachments=prepared.take_contents(),
+                        )
+                    )
+                except (ValueError, TypeError, UnicodeError) as exc:
+                    logger.exception(
+                        "message %s could not be built", sending.pk, extra=self._log_extra
+                    )
+                    return PermFailure(f"message could not be built: {exc}"), None
+                if self._conn is None:
+                    self._conn = SmtpConnection(
+                        endpoint_for(account),
+                        connect_timeout_s=self.ctx.settings.smtp_connect_timeout,
+                        send_timeout_s=self.ctx.settings.smtp_send_timeout,
+                        helo_name=self.ctx.settings.helo_name,
+                    )
+                started = self.ctx.clock.monotonic()
+                outcome = self._conn.send(built)
+                self.ctx.metrics.send_duration.labels(self.tenant_id, self.account_id).observe(
+                    self.ctx.clock.monotonic() - started
+                )
+                return outcome, built.message_id
+        except AttachmentFailure as failure:
+            return failure.outcome, None
 
     def _count(self, event_type: str, tenant_name: str) -> None:
         labels = (self.tenant_id, tenant_name, self.account_id, self.account_id)

@@ -11,6 +11,7 @@ from actors.messages import (
     AccountChanged,
     AccountRemoved,
     MessagesAdded,
+    ReloadBounce,
     RunNow,
     TenantChanged,
     TenantRemoved,
@@ -45,8 +46,8 @@ class ActorEngine:
         self._tell(WakeAccounts(tenant_id))
 
     def reload_bounce(self) -> None:
-        """No bounce poller runs yet (SPEC §11 arrives with its own issue)."""
-        logger.debug("reload-bounce requested; no bounce poller configured")
+        """Restart the bounce poller from the stored settings (stops it when disabled)."""
+        self._tell(ReloadBounce())
 
     def tenant_changed(self, tenant_id: str) -> None:
         self._tell(TenantChanged(tenant_id))

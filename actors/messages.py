@@ -169,3 +169,21 @@ class RunRetention:
 @dataclass(frozen=True, slots=True)
 class RefreshGauges:
     """Timer: refresh process-wide gauges read from the store."""
+
+
+# -- bounce and PEC pollers (SPEC §11, §12) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadBounce:
+    """To the Supervisor: the bounce settings changed; restart (or stop) the BounceActor."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollMailbox:
+    """To a BounceActor or PecActor: timer, or an admin run-now: poll the mailbox now."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollNext:
+    """Self-message of a poller: handle the next batch of the poll in progress."""

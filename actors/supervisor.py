@@ -12,10 +12,12 @@ Receives:
   ListChildren                   asked by ``proxy.server`` at shutdown (returns the refs)
   ScanStore                      timer (every ``send_loop_interval``): wake accounts whose
                                  work is due in the store, spawn missing tenant actors
+  ReloadBounce                   from the API: restart (or stop) the BounceActor
 Sends:
   WorkAvailable, ReloadAccount   to AccountActors
   SyncDue, ReportsReady,
   ReloadTenant                   to TenantActors
+  PollMailbox                    to the bounce and PEC pollers on an admin run-now
 
 Nothing here blocks on a child: messages are told. Wake-ups of stopped actors
 come from the store, so a lost nudge is harmless.
@@ -32,6 +34,7 @@ import pykka
 from actors._context import ActorContext
 from actors._timer import Cancel
 from actors.account import AccountActor
+from actors.bounce import BounceActor
 from actors.messages import (
     AccountChanged,
     AccountRemoved,
@@ -40,6 +43,7 @@ from actors.messages import (
     ListChildren,
     MessagesAdded,
     ReloadAccount,
+    ReloadBounce,
     ReloadTenant,
     ReportsPending,
     ReportsReady,
@@ -53,6 +57,7 @@ from actors.messages import (
     WakeAccounts,
     WorkAvailable,
 )
+from actors.pec import POLLER_KINDS, PecActor, Pollers
 from actors.reporter import ReporterActor
 from actors.tenant import TenantActor
 from proxy import retry
@@ -72,6 +77,8 @@ class ChildKinds:
     account: type[AccountActor] = AccountActor
     tenant: type[TenantActor] = TenantActor
     reporter: type[ReporterActor] = ReporterActor
+    bounce: type[BounceActor] = BounceActor
+    pec: type[PecActor] = PecActor
 
 
 @dataclass(slots=True)
@@ -92,11 +99,15 @@ class Supervisor(pykka.ThreadingActor):
         self.reporter: pykka.ActorRef | None = None
         self._failures: dict[tuple[str, tuple[str, ...]], _Failures] = {}
         self._scan_timer: Cancel | None = None
+        self.pollers = Pollers(
+            ctx, self.actor_ref, bounce_kind=self.kinds.bounce, pec_kind=self.kinds.pec
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
     def on_start(self) -> None:
         self.reporter = self.kinds.reporter.start(self.ctx, self.actor_ref)
+        self.pollers.start_all()
         # Tenant and account actors are spawned on demand: by the store scan below
         # (due work, due syncs), by the API, or by run-now.
         if self.ctx.timers_enabled:
@@ -109,7 +120,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def children(self) -> list[pykka.ActorRef]:
         """Every live child, accounts first (the shutdown order); for ``server.py`` via ask."""
-        refs = list(self.accounts.values()) + list(self.tenants.values())
+        refs = self.pollers.refs() + list(self.accounts.values()) + list(self.tenants.values())
         if self.reporter is not None:
             refs.append(self.reporter)
         return refs
@@ -135,6 +146,9 @@ class Supervisor(pykka.ThreadingActor):
                 self._account_changed((tenant_id, account_id))
             case AccountRemoved(tenant_id=tenant_id, account_id=account_id):
                 self._stop_child("account", (tenant_id, account_id))
+                self.pollers.stop("pec", (tenant_id, account_id))
+            case ReloadBounce():
+                self.pollers.reload_bounce()
             case ChildFailed(kind=kind, key=key, error=error):
                 self._child_failed(kind, key, error)
             case Restart(kind=kind, key=key):
@@ -189,6 +203,8 @@ class Supervisor(pykka.ThreadingActor):
         self._wake_accounts(tenant_id)
         if tenant_id is None and self.reporter is not None:
             self.reporter.tell(RunRetention())  # an admin run-now also applies retention
+        if tenant_id is None:
+            self.pollers.poll_all()  # and polls the bounce and PEC mailboxes (SPEC §6.6)
         tenant_ids = [tenant_id] if tenant_id else [t.id for t in self.ctx.store.tenants.list()]
         for tid in tenant_ids:
             # Only a tenant token's run-now forces a call and clears DND (SPEC §10.9).
@@ -199,11 +215,13 @@ class Supervisor(pykka.ThreadingActor):
         if ref is not None and ref.is_alive():
             ref.tell(ReloadAccount())
             ref.tell(WorkAvailable())
+        self.pollers.account_changed(key)
 
     def _remove_tenant(self, tenant_id: str) -> None:
         for key in [k for k in self.accounts if k[0] == tenant_id]:
             self._stop_child("account", key)
         self._stop_child("tenant", (tenant_id,))
+        self.pollers.tenant_removed(tenant_id)
 
     def _stop_child(self, kind: str, key: tuple[str, ...]) -> None:
         table: dict[Any, pykka.ActorRef] = self.accounts if kind == "account" else self.tenants
@@ -226,6 +244,8 @@ class Supervisor(pykka.ThreadingActor):
             self.tenants.pop(key[0], None)
         elif kind == "reporter":
             self.reporter = None
+        elif kind in POLLER_KINDS:
+            self.pollers.forget(kind, key)
         now = self.ctx.clock.monotonic()
         failures = self._failures.setdefault((kind, key), _Failures())
         if failures.count and now - abs(failures.last_mono) > HEALTHY_RESET_S:
@@ -258,6 +278,8 @@ class Supervisor(pykka.ThreadingActor):
             self._tell_tenant(key[0], SyncDue())
         elif kind == "reporter" and self.reporter is None:
             self.reporter = self.kinds.reporter.start(self.ctx, self.actor_ref)
+        elif kind in POLLER_KINDS:
+            self.pollers.restart(kind, key)
 
     # -- store scan ------------------------------------------------------------------------
 

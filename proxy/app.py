@@ -14,6 +14,7 @@ import falcon
 
 from proxy.api import _auth, _errors
 from proxy.api._doc import PUBLIC, Operation, operation_of
+from proxy.api.access_log import AccessLogMiddleware
 from proxy.api.accounts import AccountCollection, AccountItem
 from proxy.api.audit import AuditMiddleware
 from proxy.api.cleanup import CleanupMessages, DeleteMessages
@@ -21,6 +22,7 @@ from proxy.api.command_log import CommandLog
 from proxy.api.commands import AddMessages, RunNow
 from proxy.api.deps import Deps
 from proxy.api.docs import DocsAsset, OpenApiDocument, Redoc, SwaggerUi
+from proxy.api.downloads import Download
 from proxy.api.health import Health
 from proxy.api.instance import Instance
 from proxy.api.messages import MessageCollection, MessageEvents
@@ -71,6 +73,8 @@ def routes(deps: Deps) -> list[tuple[str, object, str | None]]:
         ("/command-log", CommandLog(deps), None),
         ("/command-log/export", CommandLog(deps), "export"),
         ("/command-log/purge", CommandLog(deps), "purge"),
+        ("/download/{token}", Download(deps), None),
+        ("/download/{token}/{filename}", Download(deps), "named"),
     ]
 
 
@@ -110,6 +114,7 @@ def create_app(
 
     app = falcon.App(
         middleware=[
+            AccessLogMiddleware(),
             _auth.AuthMiddleware(
                 access, lambda: _auth.admin_digest(settings, store), tenant_for_digest
             ),

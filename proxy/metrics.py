@@ -7,6 +7,8 @@ disabled, as the contract requires.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -21,6 +23,8 @@ disable_created_metrics()
 L = ("tenant_id", "tenant_name", "account_id", "account_name")
 DEFAULT_LABELS = ("default", "default", "default", "default")
 SEND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BOUNCE_TYPES = ("hard", "soft")
+PEC_EVENTS = ("pec_acceptance", "pec_relay", "pec_delivery", "pec_error", "pec_timeout")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -54,8 +58,25 @@ class Metrics:
             ("tenant_id", "tenant_name", "event_type"),
             registry=r,
         )
+        self.attachment_cache = Counter(
+            "gmp_attachment_cache_requests_total",
+            "Attachment cache lookups",
+            ("tier", "result"),
+            registry=r,
+        )
         self.actor_restarts = Counter(
             "gmp_actor_restarts_total", "Crashed workers restarted", ("actor",), registry=r
+        )
+        self.bounces = Counter(
+            "gmp_bounces_total", "Bounce events recorded", (*L, "bounce_type"), registry=r
+        )
+        self.bounces_unmatched = Counter(
+            "gmp_bounces_unmatched_total",
+            "Bounces matching no message, and unparseable mails",
+            registry=r,
+        )
+        self.pec_events = Counter(
+            "gmp_pec_events_total", "PEC events recorded", (*L, "pec_event"), registry=r
         )
         self.init_account(*DEFAULT_LABELS)
 
@@ -66,6 +87,8 @@ class Metrics:
         labels = (tenant_id, tenant_name or tenant_id, account_id, account_name or account_id)
         for counter in (self.sent, self.errors, self.deferred, self.rate_limited):
             counter.labels(*labels)
+        for bounce_type in BOUNCE_TYPES:
+            self.bounces.labels(*labels, bounce_type)
 
     def remove_account(self, tenant_id: str, tenant_name: str, account_id: str) -> None:
         labels = (tenant_id, tenant_name or tenant_id, account_id, account_id)
@@ -74,6 +97,11 @@ class Metrics:
                 counter.remove(*labels)
             except KeyError:
                 continue
+        series = [(self.bounces, kind) for kind in BOUNCE_TYPES]
+        series += [(self.pec_events, kind) for kind in PEC_EVENTS]
+        for counter, kind in series:
+            with contextlib.suppress(KeyError):
+                counter.remove(*labels, kind)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -28,10 +28,12 @@ from proxy.app import create_app
 from proxy.capture import CaptureSmtpServer, ReportSink
 from proxy.clock import SYSTEM_CLOCK, now_ts
 from proxy.config import ConfigError, Settings
+from proxy.crypto import cipher_from_settings
 from proxy.engine import Engine, NullEngine
 from proxy.logs import setup_logging
 from proxy.metrics import Metrics
 from proxy.store import Database, StoreError, open_store
+from proxy.store.rekey import reencrypt_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +71,13 @@ class ProxyServer:
         s = self.settings
         self._start_demo()
         try:
-            self.store = open_store(s.db_url, pool_size=s.db_pool_size)
+            self.store = open_store(
+                s.db_url, pool_size=s.db_pool_size, cipher=cipher_from_settings(s)
+            )
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
         bootstrap.apply_config(s, self.store, now_ts())
+        reencrypt_secrets(self.store)
         # SQLite: the only instance, so everything left claimed belongs to a dead run.
         own = None if self.store.is_sqlite else self.instance_id
         released = self.store.messages.recover_after_crash(own)
@@ -195,13 +200,19 @@ class ProxyServer:
         if server is None:
             return
         trigger = server.trigger
+        wake = trigger._physical_pull
+
+        def wake_unless_closed() -> None:
+            # A response finishing while the loop closes may wake an already closed pipe.
+            with contextlib.suppress(OSError):
+                wake()
+
+        trigger._physical_pull = wake_unless_closed
         trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
 
         def close_everything() -> None:
             wasyncore.close_all(server._map, ignore_all=True)
-            # A response finishing late would wake a closed pipe; there is nothing left to wake.
-            trigger.pull_trigger = lambda thunk=None: None
 
         trigger.pull_trigger(close_everything)
         if self._http_thread is not None:

@@ -84,3 +84,25 @@ def tenant_app() -> Iterator[TenantApp]:
     app = start_tenant_app()
     yield app
     app.stop()
+
+
+# -- IMAP (Dovecot) ------------------------------------------------------------------
+
+from tests.fixtures.imap import Dovecot, DovecotMissing, MailUser  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls_ca: trustme.CA) -> Iterator[Dovecot]:
+    """A real Dovecot (plain IMAP and IMAPS, ``tls_ca`` certificate) for the whole session."""
+    try:
+        server = Dovecot(tls_ca).start()
+    except DovecotMissing as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_user(dovecot: Dovecot) -> MailUser:
+    """A fresh mailbox user on the session's Dovecot: tests never see each other's mail."""
+    return dovecot.add_user()

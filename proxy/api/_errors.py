@@ -107,7 +107,8 @@ def _http_error(
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
-    request_id = uuid.uuid4().hex[:12]
+    # The access log's id when it assigned one, so the 500 and its access line match.
+    request_id = getattr(req.context, "request_id", None) or uuid.uuid4().hex[:12]
     logger.error(
         "unhandled error in %s %s",
         req.method,

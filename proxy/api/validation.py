@@ -24,7 +24,6 @@ import base64
 import binascii
 import functools
 import math
-import os
 import re
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -33,6 +32,8 @@ from email.utils import getaddresses, quote
 from typing import Any
 
 import email_validator
+
+from proxy.attachments import safety
 
 MAX_MESSAGES = 1000
 MAX_ID_CHARS = 255
@@ -538,17 +539,10 @@ def _canonical_base64(field: str, path: str) -> str:
 
 def _confined_path(field: str, path: str, allowed_dirs: tuple[str, ...]) -> str:
     """Resolve ``..`` and symlinks now; what is stored is the path that was checked."""
-    if not allowed_dirs:
-        raise _Reject.nested(field, "filesystem attachments are disabled")
-    candidate = path if os.path.isabs(path) else os.path.join(allowed_dirs[0], path)
     try:
-        resolved = os.path.realpath(candidate)
-        roots = [os.path.realpath(root) for root in allowed_dirs]
-    except (ValueError, OSError):  # a NUL byte, an unreadable component
-        raise _Reject.nested(field, "invalid path") from None
-    if not any(os.path.commonpath([root, resolved]) == root for root in roots):
-        raise _Reject.nested(field, "path outside allowed directories")
-    return resolved
+        return safety.confined_path(path, allowed_dirs)
+    except safety.PathRefused as refused:
+        raise _Reject.nested(field, refused.reason) from None
 
 
 def _check_url(field: str, url: str) -> None:

@@ -1,4 +1,9 @@
-"""SMTP account queries. An account is identified by (tenant_id, id) everywhere."""
+"""SMTP account queries. An account is identified by (tenant_id, id) everywhere.
+
+``password`` and ``imap_password`` are sealed on write and opened on read by the
+store's ``SecretCodec`` (SPEC §16): records carry plaintext, or an
+``UnusableSecret`` when no configured key opens the stored value.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 import peewee
 
 from proxy.store import models
-from proxy.store.records import MASK, AccountRecord, dumps
+from proxy.store.records import MASK, AccountRecord, SecretCodec, dumps
 
 ACCOUNT_DEFAULTS: dict[str, Any] = {
     "user": None,
@@ -40,12 +45,31 @@ def rate_scope(tenant_id: str, account_id: str) -> str:
     return f"account:{tenant_id}:{account_id}"
 
 
-def _to_record(row: models.Account) -> AccountRecord:
+def _opened(codec: SecretCodec, row: models.Account) -> dict[str, Any]:
+    """The row's field values with its secrets decrypted (or unusable)."""
+    values = {name: getattr(row, name) for name in ACCOUNT_FIELDS}
+    context = {"tenant_id": row.tenant_id, "account_id": row.id}
+    for name in SECRET_FIELDS:
+        if values[name] is not None:
+            where = f"{name} of account {row.tenant_id}/{row.id}"
+            values[name] = codec.open(values[name], where, context)
+    return values
+
+
+def _sealed(codec: SecretCodec, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: (codec.seal(value) if name in SECRET_FIELDS and value is not None else value)
+        for name, value in values.items()
+    }
+
+
+def _to_record(codec: SecretCodec, row: models.Account) -> AccountRecord:
     return AccountRecord(
         tenant_id=row.tenant_id,
-        **{
-            name: getattr(row, name) for name in ("id", *ACCOUNT_FIELDS, "created_ts", "updated_ts")
-        },
+        id=row.id,
+        created_ts=row.created_ts,
+        updated_ts=row.updated_ts,
+        **_opened(codec, row),
     )
 
 
@@ -54,12 +78,13 @@ def _where(tenant_id: str, account_id: str) -> peewee.Expression:
 
 
 class AccountStore:
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, codec: SecretCodec | None = None) -> None:
         self._db = db
+        self._codec = codec if codec is not None else SecretCodec()
 
     def get(self, tenant_id: str, account_id: str) -> AccountRecord | None:
         row = models.Account.get_or_none(_where(tenant_id, account_id))
-        return None if row is None else _to_record(row)
+        return None if row is None else _to_record(self._codec, row)
 
     def exists(self, tenant_id: str, account_id: str) -> bool:
         return models.Account.select().where(_where(tenant_id, account_id)).exists()
@@ -69,7 +94,7 @@ class AccountStore:
         query = models.Account.select().order_by(models.Account.id, models.Account.tenant_id)
         if tenant_id is not None:
             query = query.where(models.Account.tenant_id == tenant_id)
-        return [_to_record(row) for row in query]
+        return [_to_record(self._codec, row) for row in query]
 
     def tenants_with_account(self, account_id: str) -> list[str]:
         query = models.Account.select(models.Account.tenant_id).where(
@@ -81,7 +106,8 @@ class AccountStore:
         """Create or fully replace the account; omitted fields return to defaults.
 
         A secret equal to the mask keeps the stored value. Returns True when created.
-        An identical replacement changes nothing (bootstrap re-runs are no-ops).
+        An identical replacement changes nothing (bootstrap re-runs are no-ops) except
+        that stored secrets not yet under the current key are re-encrypted.
         """
         unknown = set(fields) - set(ACCOUNT_FIELDS)
         if unknown:
@@ -94,17 +120,49 @@ class AccountStore:
                     if values[name] == MASK:
                         values[name] = None
                 models.Account.insert(
-                    tenant_id=tenant_id, id=account_id, created_ts=now, updated_ts=now, **values
+                    tenant_id=tenant_id,
+                    id=account_id,
+                    created_ts=now,
+                    updated_ts=now,
+                    **_sealed(self._codec, values),
                 ).execute()
                 return True
+            current = _opened(self._codec, row)
             for name in SECRET_FIELDS:
                 if values[name] == MASK:
-                    values[name] = getattr(row, name)
-            if any(getattr(row, name) != value for name, value in values.items()):
-                models.Account.update(updated_ts=now, **values).where(
+                    values[name] = current[name]
+            if any(current[name] != value for name, value in values.items()):
+                models.Account.update(updated_ts=now, **_sealed(self._codec, values)).where(
                     _where(tenant_id, account_id)
                 ).execute()
+            else:
+                self._reseal_row(row)
             return False
+
+    def reseal_secrets(self) -> int:
+        """Re-encrypt every stored secret not yet under the current key; the rows changed.
+
+        Start-up rotation (SPEC §16 rule 5). Each row is rewritten only if its stored
+        text is still what was read, so a concurrent write is never undone.
+        """
+        query = models.Account.select().where(
+            models.Account.password.is_null(False) | models.Account.imap_password.is_null(False)
+        )
+        return sum(self._reseal_row(row) for row in list(query))
+
+    def _reseal_row(self, row: models.Account) -> bool:
+        changes = {
+            name: self._codec.reseal(getattr(row, name))
+            for name in SECRET_FIELDS
+            if getattr(row, name) is not None and self._codec.needs_reseal(getattr(row, name))
+        }
+        changes = {name: value for name, value in changes.items() if value != getattr(row, name)}
+        if not changes:
+            return False
+        unchanged = _where(row.tenant_id, row.id)
+        for name in changes:
+            unchanged &= getattr(models.Account, name) == getattr(row, name)
+        return bool(models.Account.update(**changes).where(unchanged).execute())
 
     def delete(self, tenant_id: str, account_id: str, now: int) -> int | None:
         """Delete the account; its unsent messages end as errors (reported like any error).

@@ -70,6 +70,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(3, "sync leases", lambda db: db.create_tables([models.SyncLease], safe=True)),
+    Migration(4, "large files", lambda db: db.create_tables([models.LargeFile], safe=True)),
+    Migration(
+        5,
+        "bounce and PEC: processed mails, mailbox cursors, Message-ID index",
+        lambda db: (
+            db.create_tables([models.ProcessedMail, models.MailboxState], safe=True),
+            models.Message._schema.create_indexes(safe=True),
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

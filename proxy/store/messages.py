@@ -24,9 +24,11 @@ from proxy.store.records import (
     ClaimedMessage,
     MessageToSend,
     RecordedOutcome,
+    SecretCodec,
     TenantRecord,
     dumps,
     loads,
+    map_payload,
 )
 from proxy.store.retention import Deletion, RetentionStore
 
@@ -126,6 +128,13 @@ def _scheduler_stopped() -> bool:
     return S.select().where((S.key == SCHEDULER_ACTIVE_KEY) & (S.value == "false")).exists()
 
 
+def _sent_through_pec() -> peewee.Expression:
+    """Whether the row's account is a PEC account (a correlated subquery; false if none)."""
+    a = models.Account
+    flag = a.select(a.is_pec_account).where((a.tenant_id == M.tenant_id) & (a.id == M.account_id))
+    return peewee.fn.COALESCE(flag, False)
+
+
 def _is_free(now: int) -> peewee.Expression:
     return M.claimed_by.is_null() | (M.lease_expires_ts < now)
 
@@ -137,9 +146,12 @@ def _is_due(now: int) -> peewee.Expression:
 
 
 class MessageStore:
-    def __init__(self, db: peewee.Database, *, is_sqlite: bool) -> None:
+    def __init__(
+        self, db: peewee.Database, *, is_sqlite: bool, codec: SecretCodec | None = None
+    ) -> None:
         self._db = db
         self._is_sqlite = is_sqlite
+        self._codec = codec if codec is not None else SecretCodec()  # attachment auth (§16)
         self._retention = RetentionStore(db)
 
     def scheduler_active(self) -> bool:
@@ -177,7 +189,7 @@ class MessageStore:
                     "account_id": item.account_id,
                     "priority": item.priority,
                     "batch_code": item.batch_code,
-                    "payload": dumps(item.payload),
+                    "payload": dumps(map_payload(item.payload, self._codec.seal)),
                     "deferred_ts": item.deferred_ts,
                     "retry_count": 0,
                     "status": models.PENDING,
@@ -306,15 +318,23 @@ class MessageStore:
             if held or not_due:
                 M.update(claimed_by=None, lease_expires_ts=None).where(M.pk == pk).execute()
                 return None
-            M.update(status=models.SENDING, lease_expires_ts=now + lease_s, updated_ts=now).where(
-                M.pk == pk
-            ).execute()
+            M.update(
+                status=models.SENDING,
+                lease_expires_ts=now + lease_s,
+                updated_ts=now,
+                is_pec=_sent_through_pec(),  # SPEC §12 rule 1
+            ).where(M.pk == pk).execute()
         return MessageToSend(
             pk=row.pk,
             tenant_id=row.tenant_id,
             id=row.id,
             account_id=row.account_id,
-            payload=loads(row.payload),
+            payload=map_payload(
+                loads(row.payload),
+                self._codec.opener(
+                    f"attachment auth of message {row.pk}", {"tenant_id": row.tenant_id, "pk": pk}
+                ),
+            ),
             attempt=row.retry_count + 1,
             retry_count=row.retry_count,
         )

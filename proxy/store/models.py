@@ -197,6 +197,33 @@ class SyncLease(BaseModel):
     expires_ts = peewee.BigIntegerField()
 
 
+class LargeFile(BaseModel):
+    """An attachment moved to tenant storage (SPEC §9.7 rule 4, §9.8).
+
+    Carries the storage URL and (sealed) options it needs, so the cleanup can
+    delete the stored file even after its tenant was deleted (SPEC §3.11).
+    """
+
+    file_id = peewee.CharField(primary_key=True, max_length=36)
+    tenant_id = peewee.CharField(max_length=64, index=True)
+    message_pk = peewee.CharField(max_length=36)
+    content_md5 = peewee.CharField(max_length=32)
+    filename = peewee.TextField()
+    content_type = peewee.TextField()
+    size_bytes = peewee.BigIntegerField()
+    storage_url = peewee.TextField()  # the stored file itself: {storage_url}/{file_id}/{name}
+    storage_options = peewee.TextField(null=True)  # JSON; every string sealed like secrets
+    created_ts = peewee.BigIntegerField()
+    expires_ts = peewee.BigIntegerField(index=True)
+    lifespan_after_download_days = peewee.IntegerField(null=True)
+    first_download_ts = peewee.BigIntegerField(null=True)
+    download_count = peewee.IntegerField(default=0)
+    deleted_ts = peewee.BigIntegerField(null=True, index=True)
+
+    class Meta:
+        indexes = ((("message_pk", "content_md5"), False),)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     SchemaMigration,
     InstanceSetting,
@@ -209,4 +236,49 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     RateCounter,
     InstanceHeartbeat,
     SyncLease,
+    LargeFile,
 )
+
+
+# -- bounces and PEC receipts (SPEC §11, §12) -------------------------------------------
+
+
+class ProcessedMail(BaseModel):
+    """A bounce or receipt already handled, per recipient: never counted twice (SPEC §11.2.4).
+
+    ``mail_key`` is a SHA-256 of the mail's Message-ID (or of its bytes when it has
+    none), so a crash before flagging, a UIDVALIDITY change or a server refusing
+    keywords never records the same bounce again.
+    """
+
+    id = peewee.AutoField()
+    mail_key = peewee.CharField(max_length=64)
+    recipient = peewee.CharField(max_length=320, default="")
+    outcome = peewee.CharField(max_length=16)  # event | unmatched | unparseable
+    message_pk = peewee.CharField(max_length=36, null=True)
+    processed_ts = peewee.BigIntegerField(index=True)
+
+    class Meta:
+        indexes = ((("mail_key", "recipient"), True),)
+
+
+class MailboxState(BaseModel):
+    """UID cursor and poll lease of one IMAP mailbox: ``bounce`` or ``pec:<tenant>:<account>``.
+
+    ``identity`` (host:port/user/folder) ties the cursor to one mailbox: pointing the
+    poller elsewhere starts from UID 0. The lease lets one instance poll at a time
+    (SPEC §18.4); ``last_poll_ts`` is when the last successful poll began (§12 rule 6).
+    """
+
+    mailbox = peewee.CharField(primary_key=True, max_length=255)
+    identity = peewee.TextField(null=True)
+    uidvalidity = peewee.BigIntegerField(null=True)
+    last_uid = peewee.BigIntegerField(default=0)
+    holder = peewee.CharField(max_length=200, null=True)
+    lease_expires_ts = peewee.BigIntegerField(null=True)
+    last_poll_ts = peewee.BigIntegerField(null=True)
+
+
+# Bounces are correlated by the Message-ID actually sent (SPEC §11.4).
+Message.add_index(Message.message_id)
+ALL_MODELS = (*ALL_MODELS, ProcessedMail, MailboxState)

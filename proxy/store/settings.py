@@ -9,6 +9,9 @@ under ``API_TOKEN_SHA256``. Authentication reads it on every request, so
 ``cached`` serves it from memory for a few seconds; a write through this object
 drops the cached value at once, and other instances see a change within
 ``CACHE_TTL_S``.
+
+Secret values (``SECRET_SETTINGS``: the bounce IMAP password) are sealed on every
+write path and opened on every read path by the store's ``SecretCodec`` (SPEC §16).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import peewee
 
 from proxy.store import models
+from proxy.store.records import SecretCodec
 
 S = models.InstanceSetting
 
@@ -44,6 +48,7 @@ INSTANCE_FIELDS: dict[str, type] = {
     "bounce_last_uid": int,
     "bounce_uidvalidity": int,
 }
+SECRET_SETTINGS = frozenset({"bounce_imap_password"})
 # Seeded once from ``[bounce]``/``GMP_BOUNCE_*`` (SPEC §15.5 rule 5); the cursors are the poller's.
 BOUNCE_SETTINGS = tuple(
     name
@@ -76,21 +81,34 @@ def decode(kind: type, text: str | None) -> Any:
 
 
 class InstanceSettingsStore:
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, codec: SecretCodec | None = None) -> None:
         self._db = db
+        self._codec = codec if codec is not None else SecretCodec()
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._generation = 0  # bumped by every write: a read that raced one is not cached
 
+    def _sealed(self, key: str, value: str | None) -> str | None:
+        return self._codec.seal(value) if key in SECRET_SETTINGS and value is not None else value
+
+    def _opened(self, key: str, value: str | None) -> str | None:
+        if key not in SECRET_SETTINGS or value is None:
+            return value
+        return self._codec.open(value, f"instance setting {key}")
+
     def get(self, key: str) -> str | None:
         row = S.get_or_none(S.key == key)
-        return None if row is None else row.value
+        return None if row is None else self._opened(key, row.value)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
         """The stored values of ``keys``; missing keys are absent from the result."""
-        return {row.key: row.value for row in S.select().where(S.key.in_(list(keys)))}
+        return {
+            row.key: self._opened(row.key, row.value)
+            for row in S.select().where(S.key.in_(list(keys)))
+        }
 
     def set(self, key: str, value: str | None) -> None:
+        value = self._sealed(key, value)
         S.insert(key=key, value=value).on_conflict(
             conflict_target=[S.key], update={S.value: value}
         ).execute()
@@ -103,15 +121,16 @@ class InstanceSettingsStore:
                 if value is None:
                     S.delete().where(S.key == key).execute()
                 else:
-                    S.insert(key=key, value=value).on_conflict(
-                        conflict_target=[S.key], update={S.value: value}
+                    sealed = self._sealed(key, value)
+                    S.insert(key=key, value=sealed).on_conflict(
+                        conflict_target=[S.key], update={S.value: sealed}
                     ).execute()
         for key in values:
             self._forget(key)
 
     def set_default(self, key: str, value: str) -> str:
         """Store ``value`` unless a value exists; return the one in force (idempotent seeding)."""
-        S.insert(key=key, value=value).on_conflict_ignore().execute()
+        S.insert(key=key, value=self._sealed(key, value)).on_conflict_ignore().execute()
         self._forget(key)
         return self.get(key) or value
 
@@ -126,7 +145,7 @@ class InstanceSettingsStore:
         with self._db.atomic():
             for key, value in values.items():
                 if value is not None:
-                    S.insert(key=key, value=value).on_conflict_ignore().execute()
+                    S.insert(key=key, value=self._sealed(key, value)).on_conflict_ignore().execute()
             S.insert(key=marker, value="true").on_conflict_ignore().execute()
 
     def seed_bounce(self, source: object) -> None:
@@ -144,6 +163,22 @@ class InstanceSettingsStore:
     def write_typed(self, values: Mapping[str, Any]) -> None:
         """Store typed values in one transaction (None deletes the key)."""
         self.set_many({name: encode(value) for name, value in values.items()})
+
+    def reseal_secrets(self) -> int:
+        """Re-encrypt stored secrets not yet under the current key (SPEC §16 rule 5)."""
+        changed = 0
+        for row in list(S.select().where(S.key.in_(sorted(SECRET_SETTINGS)))):
+            if row.value is None or not self._codec.needs_reseal(row.value):
+                continue
+            resealed = self._codec.reseal(row.value)
+            if resealed != row.value:
+                changed += (
+                    S.update(value=resealed)
+                    .where((S.key == row.key) & (S.value == row.value))
+                    .execute()
+                )
+                self._forget(row.key)
+        return changed
 
     def cached(self, key: str, max_age_s: float = CACHE_TTL_S) -> str | None:
         """``get(key)``, served from memory while younger than ``max_age_s``."""

@@ -3,7 +3,8 @@
 Field values arrive already validated (``proxy.api.schemas``); this module only
 decides what changes in the database, and in one transaction each. Secrets sent
 back as the mask (``client_auth`` secrets, every string of
-``large_file_config.storage_options``) keep the stored value.
+``large_file_config.storage_options``) keep the stored value. The same secrets
+are sealed on write and opened on read by the store's ``SecretCodec`` (SPEC §16).
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any
 import peewee
 
 from proxy.store import models
-from proxy.store.records import MASK, TenantRecord, dumps, loads
+from proxy.store.records import (
+    MASK,
+    Leaf,
+    SecretCodec,
+    TenantRecord,
+    dumps,
+    loads,
+    map_auth,
+    map_large_file_config,
+)
 
 JSON_FIELDS = ("client_auth", "rate_limits", "large_file_config")
 # Fields a client may set through POST/PUT /tenant (and [[tenants]] in the config file).
@@ -31,18 +41,34 @@ TENANT_FIELDS = (
 DEFAULTS: dict[str, Any] = dict.fromkeys(TENANT_FIELDS) | {"active": True}
 SECRET_AUTH_KEYS = ("token", "password")
 Normalizer = Callable[[str, Any], Any]
+# The JSON fields holding secrets, and how to reach them (proxy.store.records).
+SECRET_MAPS: dict[str, Callable[[Any, Leaf], Any]] = {
+    "client_auth": map_auth,
+    "large_file_config": map_large_file_config,
+}
 
 
-def _to_record(row: models.Tenant, key: models.TenantApiKey | None) -> TenantRecord:
+def _opened(codec: SecretCodec, row: models.Tenant, name: str) -> Any:
+    """A JSON field of the row, decoded, with its secrets decrypted (or unusable)."""
+    value = loads(getattr(row, name))
+    if name not in SECRET_MAPS:
+        return value
+    where = f"{name} secret of tenant {row.id}"
+    return SECRET_MAPS[name](value, codec.opener(where, {"tenant_id": row.id}))
+
+
+def _to_record(
+    codec: SecretCodec, row: models.Tenant, key: models.TenantApiKey | None
+) -> TenantRecord:
     return TenantRecord(
         id=row.id,
         name=row.name,
         client_base_url=row.client_base_url,
         client_sync_path=row.client_sync_path,
         client_attachment_path=row.client_attachment_path,
-        client_auth=loads(row.client_auth),
+        client_auth=_opened(codec, row, "client_auth"),
         rate_limits=loads(row.rate_limits),
-        large_file_config=loads(row.large_file_config),
+        large_file_config=_opened(codec, row, "large_file_config"),
         active=bool(row.active),
         suspended_batches=tuple(loads(row.suspended_batches) or ()),
         dnd_until=row.dnd_until,
@@ -93,9 +119,8 @@ def _keep_masked_secrets(name: str, new: Any, old: Any) -> Any:
     return merged
 
 
-def _current(row: models.Tenant, name: str) -> Any:
-    value = getattr(row, name)
-    return loads(value) if name in JSON_FIELDS else value
+def _current(codec: SecretCodec, row: models.Tenant, name: str) -> Any:
+    return _opened(codec, row, name) if name in JSON_FIELDS else getattr(row, name)
 
 
 def _as_is(name: str, value: Any) -> Any:
@@ -103,7 +128,10 @@ def _as_is(name: str, value: Any) -> Any:
 
 
 def _changes(
-    row: models.Tenant, fields: Mapping[str, Any], normalize: Normalizer = _as_is
+    codec: SecretCodec,
+    row: models.Tenant,
+    fields: Mapping[str, Any],
+    normalize: Normalizer = _as_is,
 ) -> dict[str, Any]:
     """The fields whose value would change, mapped to their new (decoded) value.
 
@@ -112,7 +140,7 @@ def _changes(
     """
     changes: dict[str, Any] = {}
     for name, value in fields.items():
-        old = _current(row, name)
+        old = _current(codec, row, name)
         new = DEFAULTS[name] if value is None else value
         if name in JSON_FIELDS:
             new = _keep_masked_secrets(name, new, old)
@@ -130,15 +158,18 @@ class AdminFieldChange(Exception):
 
 
 class TenantStore:
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, codec: SecretCodec | None = None) -> None:
         self._db = db
+        self._codec = codec if codec is not None else SecretCodec()
 
     def get(self, tenant_id: str) -> TenantRecord | None:
         row = models.Tenant.get_or_none(models.Tenant.id == tenant_id)
         if row is None:
             return None
         return _to_record(
-            row, models.TenantApiKey.get_or_none(models.TenantApiKey.tenant_id == tenant_id)
+            self._codec,
+            row,
+            models.TenantApiKey.get_or_none(models.TenantApiKey.tenant_id == tenant_id),
         )
 
     def exists(self, tenant_id: str) -> bool:
@@ -149,7 +180,7 @@ class TenantStore:
         if active_only:
             query = query.where(models.Tenant.active == True)  # noqa: E712 (peewee expression)
         keys = {k.tenant_id: k for k in models.TenantApiKey.select()}
-        return [_to_record(row, keys.get(row.id)) for row in query]
+        return [_to_record(self._codec, row, keys.get(row.id)) for row in query]
 
     def upsert(self, tenant_id: str, fields: Mapping[str, Any], now: int) -> bool:
         """Create the tenant, or merge ``fields`` into it; ``None`` resets a field to its default.
@@ -165,11 +196,11 @@ class TenantStore:
             if row is None:
                 values = DEFAULTS | {k: v for k, v in fields.items() if v is not None}
                 models.Tenant.insert(
-                    id=tenant_id, created_ts=now, updated_ts=now, **_encode(values)
+                    id=tenant_id, created_ts=now, updated_ts=now, **self._encode(values)
                 ).execute()
                 return True
-            changes = _changes(row, fields)
-            _write(tenant_id, changes, now)
+            changes = _changes(self._codec, row, fields)
+            self._write(row, changes, now)
             return False
 
     def update(
@@ -196,11 +227,11 @@ class TenantStore:
             row = models.Tenant.get_or_none(models.Tenant.id == tenant_id)
             if row is None:
                 return None
-            changes = _changes(row, fields, normalize)
+            changes = _changes(self._codec, row, fields, normalize)
             for name in TENANT_FIELDS:
                 if name in changes and name in admin_only:
                     raise AdminFieldChange(name)
-            _write(tenant_id, changes, now)
+            self._write(row, changes, now)
             return set(changes)
 
     def delete(self, tenant_id: str) -> list[str] | None:
@@ -224,6 +255,61 @@ class TenantStore:
             models.SyncLease.delete().where(models.SyncLease.tenant_id == tenant_id).execute()
             models.RateCounter.delete().where(_counter_of(tenant_id)).execute()
             return account_ids
+
+    # -- secrets at rest (SPEC §16) ---------------------------------------------
+
+    def reseal_secrets(self) -> int:
+        """Re-encrypt every stored secret not yet under the current key; the rows changed.
+
+        Start-up rotation (SPEC §16 rule 5); a row is rewritten only if its stored
+        text is still what was read, so a concurrent write is never undone.
+        """
+        query = models.Tenant.select().where(
+            models.Tenant.client_auth.is_null(False)
+            | models.Tenant.large_file_config.is_null(False)
+        )
+        return sum(self._reseal_row(row) for row in list(query))
+
+    def _reseal_row(self, row: models.Tenant, skip: Collection[str] = ()) -> bool:
+        changes: dict[str, str] = {}
+        for name, mapper in SECRET_MAPS.items():
+            stored = getattr(row, name)
+            if name in skip or stored is None:
+                continue
+            value = loads(stored)
+            resealed = mapper(value, self._codec.reseal)
+            if resealed != value:
+                changes[name] = dumps(resealed)
+        if not changes:
+            return False
+        unchanged = models.Tenant.id == row.id
+        for name in changes:
+            unchanged &= getattr(models.Tenant, name) == getattr(row, name)
+        return bool(models.Tenant.update(**changes).where(unchanged).execute())
+
+    def _encode(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Column values: JSON fields dumped, their secrets sealed."""
+        encoded = {}
+        for name, value in values.items():
+            if name not in JSON_FIELDS or value is None:
+                encoded[name] = value
+            elif name in SECRET_MAPS:
+                encoded[name] = dumps(SECRET_MAPS[name](value, self._codec.seal))
+            else:
+                encoded[name] = dumps(value)
+        return encoded
+
+    def _write(self, row: models.Tenant, changes: Mapping[str, Any], now: int) -> None:
+        """Store changed fields; no change leaves ``updated_ts`` alone.
+
+        Secrets of the fields not changed are re-encrypted if they are still in
+        plaintext or under a previous key (migrated on the next write, §16 rule 4).
+        """
+        if changes:
+            models.Tenant.update(updated_ts=now, **self._encode(changes)).where(
+                models.Tenant.id == row.id
+            ).execute()
+        self._reseal_row(row, skip=changes)
 
     # -- suspension (SPEC §8) ---------------------------------------------------
 
@@ -310,20 +396,8 @@ class TenantStore:
             return row.consecutive_failures if row is not None else 0
 
 
-def _write(tenant_id: str, changes: Mapping[str, Any], now: int) -> None:
-    """Store changed fields; no change leaves ``updated_ts`` alone."""
-    if changes:
-        models.Tenant.update(updated_ts=now, **_encode(changes)).where(
-            models.Tenant.id == tenant_id
-        ).execute()
-
-
 def _counter_of(tenant_id: str) -> peewee.Expression:
     """Rate counters of the tenant and its accounts (scopes of ``proxy.store.ratelimits``)."""
     scope = models.RateCounter.scope
     prefix = f"account:{tenant_id}:"
     return (scope == f"tenant:{tenant_id}") | (peewee.fn.SUBSTR(scope, 1, len(prefix)) == prefix)
-
-
-def _encode(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (dumps(v) if k in JSON_FIELDS and v is not None else v) for k, v in values.items()}

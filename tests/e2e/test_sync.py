@@ -108,8 +108,9 @@ def test_a_hanging_tenant_does_not_delay_another(tmp_path, smtp_sink, tenant_app
     healthy = start_tenant_app()
     try:
         settings = fast_settings(tmp_path, sync_timeout=1.0)
-        with running_proxy(settings) as (_server, api):
-            tenant_app.script(Reply(hang=True))  # the slow tenant's first call hangs
+        with running_proxy(settings) as (server, api):
+            # Every call to the slow tenant hangs past the 1 s timeout until it recovers.
+            tenant_app.script(*[Reply(hang=True)] * 50)
             api.add_tenant("slow", client_base_url=tenant_app.url)
             api.add_tenant("fast", client_base_url=healthy.url)
             for tenant in ("slow", "fast"):
@@ -120,14 +121,32 @@ def test_a_hanging_tenant_does_not_delay_another(tmp_path, smtp_sink, tenant_app
             tenant_app.wait_for_calls(1)  # the slow tenant's endpoint now hangs
             api.add_messages(*[message(f"f{i}", tenant_id="fast") for i in range(5)])
             healthy.wait_for_items(lambda i: i["event"] == "sent", min_count=5, timeout_s=10)
-            # The slow tenant recovers: after its backoff every report arrives.
+            # The slow tenant's calls time out and back off; its reports wait.
+            wait_until(
+                lambda: server.store.tenants.get("slow").consecutive_failures >= 1,
+                timeout_s=10,
+                what="the slow tenant's call timed out",
+            )
+            assert server.store.events.count_unreported("slow") == 5
+            # It recovers: after its backoff every report arrives.
+            tenant_app.script()  # (no more scripted replies are added)
+            with tenant_app._cond:
+                tenant_app._scripted.clear()
             tenant_app.release_hung()
             slow_items = tenant_app.wait_for_items(
                 lambda i: i["event"] == "sent", min_count=5, timeout_s=30
             )
             assert {i["id"] for i in slow_items} >= {f"s{i}" for i in range(5)}
+            wait_until(lambda: server.store.events.count_unreported("slow") == 0)
+            # Repeats come only from calls that timed out (the tenant may have seen them).
             counts = Counter(i["event_id"] for i in tenant_app.reported_items())
-            timed_out = {i["event_id"] for i in tenant_app.calls[0].body["delivery_report"]}
+            answered = tenant_app.calls[-1]
+            timed_out = {
+                i["event_id"]
+                for call in tenant_app.calls
+                if call is not answered
+                for i in call.body["delivery_report"]
+            }
             assert {e for e, n in counts.items() if n > 1} <= timed_out
     finally:
         healthy.stop()

@@ -1,4 +1,4 @@
-"""Log rendering (text and JSON lines) and the idempotent root set-up."""
+"""Log rendering (text and JSON lines), the idempotent root set-up and the access log."""
 
 from __future__ import annotations
 
@@ -7,14 +7,23 @@ import logging
 import sys
 
 import pytest
+from falcon import testing
 
+from proxy.api.access_log import REDACTED, redacted_path
+from proxy.app import create_app
 from proxy.logs import (
     NOISY_LOGGERS,
+    PINNED_LOGGERS,
+    ContextFilter,
     JsonFormatter,
     TextFormatter,
+    bind_request_id,
+    current_request_id,
     make_formatter,
     setup_logging,
 )
+from tests.fixtures.engine import FakeEngine
+from tests.fixtures.stores import make_settings
 
 CREATED = 1795543200.25  # 2026-11-24T18:00:00Z
 
@@ -41,7 +50,7 @@ def root_state():
     """Restore the root logger and the quietened loggers after a set-up test."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
-    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    noisy = {name: logging.getLogger(name).level for name in (*NOISY_LOGGERS, *PINNED_LOGGERS)}
     yield root
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
@@ -79,6 +88,14 @@ def test_json_is_one_object_per_line():
         "tenant_id": "acme",
         "request_id": "r1",
     }
+
+
+def test_json_keeps_other_extras_and_drops_none():
+    data = json.loads(JsonFormatter().format(record(other="x", pk=None, status=200)))
+    assert data["other"] == "x"
+    assert data["status"] == 200
+    assert "pk" not in data
+    assert list(data)[:4] == ["ts", "level", "logger", "msg"]
 
 
 def test_json_carries_the_exception_and_odd_values():
@@ -120,3 +137,94 @@ def test_noisy_libraries_are_quiet_unless_debug(root_state):
     setup_logging("DEBUG", "text")
     assert all(logging.getLogger(n).level == logging.NOTSET for n in NOISY_LOGGERS)
     assert root_state.level == logging.DEBUG
+
+
+def test_libraries_that_print_credentials_stay_at_warning_even_in_debug(root_state):
+    setup_logging("DEBUG", "json")
+    for name in ("botocore", "imaplib", "urllib3", "s3fs", "aiosmtplib", "mail.log", "peewee"):
+        assert name in PINNED_LOGGERS
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+    assert not logging.getLogger("botocore.endpoint").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("proxy.x").isEnabledFor(logging.DEBUG)
+
+
+def test_bound_request_id_reaches_records_without_one():
+    rec, own = record(), record(request_id="mine")
+    bind_request_id("r-42")
+    try:
+        assert ContextFilter().filter(rec)
+        assert ContextFilter().filter(own)
+    finally:
+        bind_request_id(None)
+    assert rec.request_id == "r-42"
+    assert own.request_id == "mine"
+    assert ContextFilter().filter(unbound := record())
+    assert not hasattr(unbound, "request_id")
+
+
+# -- access log (proxy/api/access_log.py) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/tenants", "/tenants"),
+        ("/download/abc-123-sig/report.pdf", f"/download/{REDACTED}/report.pdf"),
+        ("/download/abc-123-sig", f"/download/{REDACTED}"),
+        ("/tenant/a\nb\x1b", "/tenant/a\\x0ab\\x1b"),
+    ],
+)
+def test_logged_paths_hide_download_tokens_and_control_characters(path, logged):
+    assert redacted_path(path) == logged
+
+
+@pytest.fixture
+def access_client(store):
+    settings = make_settings(api_token="admin-token")
+    return testing.TestClient(create_app(settings, store, FakeEngine()))
+
+
+def _access_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "proxy.access"]
+
+
+def test_one_access_line_per_request_with_its_fields(access_client, caplog):
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        ok = access_client.simulate_get("/health")
+        denied = access_client.simulate_get("/tenants", params={"api_token": "query-secret-1"})
+    first, second = _access_lines(caplog)
+    assert (first.method, first.path, first.status) == ("GET", "/health", 200)
+    assert (second.path, second.status) == ("/tenants", 401)
+    assert isinstance(first.duration_ms, float)
+    assert first.duration_ms >= 0
+    assert first.request_id == ok.headers["X-Request-ID"]
+    assert second.request_id == denied.headers["X-Request-ID"] != first.request_id
+    assert first.getMessage().startswith("GET /health 200 ")
+    assert "query-secret-1" not in caplog.text
+    assert all("query-secret-1" not in str(v) for v in vars(second).values())
+    assert current_request_id() is None  # unbound once the request is answered
+
+
+def test_access_log_redacts_download_tokens_and_keeps_a_sane_client_request_id(
+    access_client, caplog
+):
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        access_client.simulate_get(
+            "/download/f1-1767225600-deadbeefsig/a.pdf", headers={"X-Request-ID": "lb-77"}
+        )
+        odd = access_client.simulate_get("/health", headers={"X-Request-ID": "bad id\n"})
+    first, second = _access_lines(caplog)
+    assert first.path == f"/download/{REDACTED}/a.pdf"
+    assert first.request_id == "lb-77"
+    assert "deadbeefsig" not in caplog.text
+    assert second.request_id == odd.headers["X-Request-ID"] != "bad id\n"
+
+
+def test_access_lines_render_in_both_formats(access_client, caplog):
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        access_client.simulate_get("/health")
+    (line,) = _access_lines(caplog)
+    data = json.loads(JsonFormatter().format(line))
+    assert {"method", "path", "status", "duration_ms", "request_id"} <= set(data)
+    assert data["msg"] == line.getMessage()
+    assert f"[request_id={line.request_id}]" in TextFormatter().format(line)

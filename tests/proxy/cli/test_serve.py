@@ -1,4 +1,4 @@
-"""The ``mail-proxy`` command: config errors end with exit 2 and one line, never a traceback."""
+"""``serve`` and ``config check``: config errors end with exit 2 and one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from proxy import cli
+from proxy.cli import main
 from proxy.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOOD = "[server]\nport = 8001\n"
 
 
@@ -22,15 +22,6 @@ def write(tmp_path: Path, text: str, name: str = "mp.toml") -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return str(path)
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    """No GMP_* variable of the developer's shell leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("GMP_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 @pytest.fixture
@@ -48,12 +39,12 @@ def fake_server(monkeypatch):
 
     module.serve = serve
     monkeypatch.setitem(sys.modules, "proxy.server", module)
-    monkeypatch.setattr("proxy.cli.setup_logging", lambda level, fmt: None)
+    monkeypatch.setattr("proxy.cli.serve.setup_logging", lambda level, fmt: None)
     return module
 
 
 def run_cli(*args: str):
-    return CliRunner().invoke(cli.main, list(args))
+    return CliRunner().invoke(main, list(args))
 
 
 # -- config check (in process) ---------------------------------------------------------
@@ -196,3 +187,26 @@ def test_serve_subprocess_missing_file_via_gmp_config(tmp_path):
 def test_serve_subprocess_unreadable_file(tmp_path):
     result = serve_process(["--config", str(tmp_path)], {}, tmp_path)
     assert_one_line_exit_2(result, "cannot read config file", str(tmp_path))
+
+
+def test_python_dash_m_proxy_help_lists_every_command(tmp_path):
+    """The module entry point is the same command as the console script."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GMP_")}
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), clean.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--help"],
+        env=clean,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: mail-proxy [OPTIONS] COMMAND [ARGS]...")
+    commands = result.stdout.split("Commands:")[1].split()
+    for name in (
+        "status", "stats", "run-now", "suspend", "activate", "tenants", "tokens", "accounts",
+        "messages", "send", "instance", "command-log", "serve", "config", "keygen",
+    ):  # fmt: skip
+        assert name in commands

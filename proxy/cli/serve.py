@@ -1,4 +1,4 @@
-"""The ``mail-proxy`` command: argument parsing, then ``proxy.server.serve``.
+"""Local commands that read the configuration: ``serve`` and ``config check``.
 
 Flags of ``serve`` come from the option table in ``proxy.config``, so a new flag is a
 new table row. Configuration problems end the process with exit code 2 and one line
@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 
 import click
 
+from proxy.cli.client import PROG
 from proxy.config import ConfigError, load_settings, options
 from proxy.logs import setup_logging
 
-PROG = "mail-proxy"
 EXIT_CONFIG = 2
 
 
@@ -46,16 +46,14 @@ def _setting_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Multi-tenant outbound mail proxy: REST in, SMTP out, reports back to each tenant."""
-
-
-@main.command()
+@click.command()
 @click.option("--config", "config_path", metavar="FILE", help="TOML config file (or GMP_CONFIG).")
 @_setting_flags
 def serve(config_path: str | None, **flags: Any) -> None:
-    """Start the proxy; SIGTERM/SIGINT stop it gracefully."""
+    """Start the proxy (SIGTERM/SIGINT stop it gracefully).
+
+    Settings come from defaults < config file < GMP_* environment < these flags.
+    """
     try:
         settings = load_settings(config_path, os.environ, flags)
     except ConfigError as error:
@@ -70,7 +68,7 @@ def serve(config_path: str | None, **flags: Any) -> None:
     sys.exit(code)
 
 
-@main.group()
+@click.group()
 def config() -> None:
     """Work with configuration files (local; no server needed)."""
 
