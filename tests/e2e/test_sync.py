@@ -53,7 +53,7 @@ class OutboxApp:
         with self.lock:
             self.calls += 1
             self.reports.extend(items)
-            batch, self.outbox = self.outbox[: self.batch], self.outbox[self.batch :]
+            batch = self.outbox[: self.batch]
         if batch:
             messages = [{k: v for k, v in m.items() if v is not None} for m in batch]
             response = requests.post(
@@ -63,6 +63,8 @@ class OutboxApp:
                 timeout=10,
             )
             assert response.json()["queued"] == len(batch)
+            with self.lock:  # removed from the outbox only once the proxy accepted it
+                self.outbox = self.outbox[len(batch) :]
         with self.lock:
             return len(self.outbox)
 
@@ -78,13 +80,18 @@ class OutboxApp:
 def test_an_application_drains_its_outbox_through_the_accelerated_loop(tmp_path, smtp_sink):
     with (
         OutboxApp(total=30, batch=10) as app,
-        running_proxy(fast_settings(tmp_path, sync_interval=300)) as (server, api),
+        running_proxy(fast_settings(tmp_path, sync_interval=300, sync_timeout=10.0)) as (
+            server,
+            api,
+        ),
     ):
         app.proxy_url = api.base_url
-        app.api_key = api.add_tenant("acme", client_base_url=app.url)
+        app.api_key = api.add_tenant("acme")
         api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        # Only now point the tenant at the application: its first call can submit mail.
+        api.add_tenant("acme", client_base_url=app.url)
         api.post("/commands/run-now", headers={"X-API-Token": app.api_key})
-        smtp_sink.wait_for(30, timeout_s=30)  # far sooner than one 300 s heartbeat
+        smtp_sink.wait_for(30, timeout_s=60)  # far sooner than one 300 s heartbeat
         wait_until(
             lambda: (
                 {i["id"] for i in app.reports if i["event"] == "sent"}
