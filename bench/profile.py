@@ -1,10 +1,10 @@
-"""Sampling the proxy with py-spy during a run, and a text summary of where its CPU went.
+"""Sampling the proxy with py-spy during a run, and a text summary of where its time went.
 
 ``py-spy record --format raw`` writes collapsed stacks ("frame;frame;frame count"),
-one line per distinct stack of an *active* thread (idle threads are left out), so
-the counts add up to the CPU the proxy's threads used. ``summarise`` reports the
-functions with the most samples on top of the stack (self) and anywhere in it
-(inclusive), as a share of all samples.
+one line per distinct stack and thread; which threads are sampled depends on the
+mode (see ``MODES``). ``summarise`` reports the functions with the most samples on
+top of the stack (self), anywhere in it (inclusive) and in our own code, as a share
+of all samples.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 STOP_TIMEOUT_S = 20.0
+# active: threads doing something (running, or blocked in a call py-spy does not see as idle);
+# gil: only the thread holding the GIL, i.e. where the Python CPU goes;
+# wall: every thread all the time, idle waits included (one thread's wall-clock breakdown).
+MODES = {"active": [], "gil": ["--gil"], "wall": ["--idle"]}
 RATE_HZ = 200
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 PROJECT_DIRS = ("proxy/", "actors/")
@@ -26,7 +30,7 @@ _FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+)(?::\d+)?\)$")
 class Profiler:
     """``py-spy record`` attached to one pid until ``stop()``; a no-op when py-spy is missing."""
 
-    def __init__(self, pid: int, out: Path, *, gil_only: bool = False) -> None:
+    def __init__(self, pid: int, out: Path, mode: str = "active") -> None:
         self.out = out
         self._process: subprocess.Popen[bytes] | None = None
         exe = shutil.which("py-spy")
@@ -36,8 +40,7 @@ class Profiler:
         out.parent.mkdir(parents=True, exist_ok=True)
         command = [exe, "record", "--pid", str(pid), "--format", "raw", "-o", str(out)]
         command += ["--rate", str(RATE_HZ), "--nonblocking", "--threads"]
-        if gil_only:
-            command.append("--gil")
+        command += MODES[mode]
         self._process = subprocess.Popen(  # noqa: S603 (py-spy found on PATH, fixed arguments)
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -9,7 +9,9 @@ peak RSS (``VmHWM`` on Linux, else the highest RSS sampled).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +28,9 @@ import requests
 
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 (a loopback-only benchmark token)
 ROOT = Path(__file__).resolve().parents[1]
+CODE_DIRS = ("proxy", "actors")
+REVISION_FILE = "REVISION"  # the git revision a snapshot was taken from, written by run.py
+_code_root = ROOT
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 MB = 1024 * 1024
@@ -86,6 +91,50 @@ def config_text(
         lines += ["", "[[accounts]]", f'tenant_id = "{account.tenant_id}"', f'id = "{account.id}"']
         lines += ['host = "127.0.0.1"', f"port = {account.port}", "use_tls = false"]
     return "\n".join(lines) + "\n"
+
+
+def snapshot_code(dest: Path, attempts: int = 12, wait_s: float = 10.0) -> str:
+    """Copy ``proxy/`` and ``actors/`` as they are now; return a short digest of the copy.
+
+    Others edit the working tree while a run lasts minutes: every proxy of the run
+    starts from this copy, so all figures describe one state of the code. A tree
+    caught mid-edit (it does not import) is copied again, ``attempts`` times at most.
+    """
+    for attempt in range(1, attempts + 1):
+        for name in CODE_DIRS:
+            shutil.rmtree(dest / name, ignore_errors=True)
+            shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        check = subprocess.run(
+            [sys.executable, "-c", "import proxy.server, proxy.cli"],
+            cwd=str(dest),
+            env=os.environ | {"PYTHONPATH": str(dest)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check.returncode == 0:
+            return code_digest(dest)
+        problem = (check.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  ! code snapshot {attempt}/{attempts} does not import: {problem}")
+        if attempt < attempts:
+            time.sleep(wait_s)  # someone is mid-edit; their next save usually fixes it
+    raise RuntimeError("the working tree did not import; nothing to measure")
+
+
+def code_digest(root: Path) -> str:
+    """A short digest of the snapshot's files (names and contents), to tell runs apart."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.name != REVISION_FILE:
+            digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def use_code(root: Path) -> None:
+    """Run every later proxy from ``root`` (a snapshot) instead of the working tree."""
+    global _code_root  # noqa: PLW0603 (set once, before any proxy starts)
+    _code_root = root
 
 
 class Usage:
@@ -149,7 +198,7 @@ class Proxy:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 [sys.executable, "-m", "proxy", "serve", "--config", str(config)],
                 cwd=str(self.workdir),
-                env=os.environ | {"PYTHONPATH": str(ROOT)},
+                env=os.environ | {"PYTHONPATH": str(_code_root)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop it in order

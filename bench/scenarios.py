@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -90,7 +91,7 @@ def end_to_end(
     bare_msg_s: float | None,
     profile_dir: Path | None = None,
     *,
-    gil_only: bool = False,
+    profile_mode: str = "active",
 ) -> Row:
     row = Row("end-to-end", n, tenants)
     with ExitStack() as stack:
@@ -111,8 +112,8 @@ def end_to_end(
         ]
         profiler = None
         if profile_dir is not None:
-            name = f"e2e-{n}-{tenants}t{'-gil' if gil_only else ''}.txt"
-            profiler = Profiler(proxy.pid, profile_dir / name, gil_only=gil_only)
+            name = f"e2e-{n}-{tenants}t-{profile_mode}.txt"
+            profiler = Profiler(proxy.pid, profile_dir / name, profile_mode)
             stack.callback(profiler.stop)  # idempotent; also on errors and Ctrl-C
         cpu_before = proxy.usage.cpu_s()
         started = time.monotonic()
@@ -156,17 +157,25 @@ def end_to_end(
 
 def add_latency(proxy: Proxy, tenant_id: str, calls: int = LATENCY_CALLS) -> tuple[float, float]:
     """p50 and p99 in ms of ``calls`` sequential one-message add-messages calls."""
+    return _percentiles(lambda i: proxy.add_messages([message(f"lat-{i:04d}", tenant_id)]), calls)
+
+
+def health_latency(proxy: Proxy, calls: int = LATENCY_CALLS) -> tuple[float, float]:
+    """The same for ``GET /health``: the HTTP, waitress and client cost every call pays."""
+    return _percentiles(lambda _: proxy.session.get(proxy.url + "/health", timeout=10), calls)
+
+
+def _percentiles(call: Callable[[int], object], calls: int) -> tuple[float, float]:
     samples = []
     for i in range(calls):
-        one = [message(f"lat-{i:04d}", tenant_id)]
         started = time.perf_counter()
-        proxy.add_messages(one)
+        call(i)
         samples.append((time.perf_counter() - started) * 1000)
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return cuts[49], cuts[98]
 
 
-def api_only(n: int, profile_dir: Path | None = None, *, gil_only: bool = False) -> Row:
+def api_only(n: int, profile_dir: Path | None = None, *, profile_mode: str = "active") -> Row:
     """Ingest and add latency of an API-only proxy (``start_active = false``): no delivery
     competes with the requests, so this is the API's own cost."""
     row = Row("api-only", n, 1)
@@ -176,8 +185,8 @@ def api_only(n: int, profile_dir: Path | None = None, *, gil_only: bool = False)
             proxy.wait_healthy()
             profiler = None
             if profile_dir is not None:
-                name = f"api-{n}{'-gil' if gil_only else ''}.txt"
-                profiler = Profiler(proxy.pid, profile_dir / name, gil_only=gil_only)
+                name = f"api-{n}-{profile_mode}.txt"
+                profiler = Profiler(proxy.pid, profile_dir / name, profile_mode)
             cpu_before = proxy.usage.cpu_s()
             started = time.monotonic()
             for s in range(0, n, BATCH):
@@ -188,6 +197,8 @@ def api_only(n: int, profile_dir: Path | None = None, *, gil_only: bool = False)
             row.cpu_s = proxy.usage.cpu_s() - cpu_before
             row.notes.append(f"ingest CPU {1000 * row.cpu_s / n:.2f} ms/msg")
             row.add_p50_ms, row.add_p99_ms = add_latency(proxy, "t00")
+            p50, p99 = health_latency(proxy)
+            row.notes.append(f"GET /health p50 {p50:.2f} ms, p99 {p99:.2f} ms")
             if profiler is not None and (raw := profiler.stop()) is not None:
                 print(f"  profile {raw} (ingest, then {LATENCY_CALLS} single adds):")
                 print(summarise(raw))
