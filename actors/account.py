@@ -175,7 +175,7 @@ class AccountActor(Supervised):
         self.actor_ref.tell(SendNext())
 
     def _claim(self, max_priority: int | None = None) -> list[ClaimedMessage]:
-        tenant = self.ctx.store.tenants.get(self.tenant_id)
+        tenant = self.ctx.store.tenants.get(self.tenant_id, with_key=False)
         account = self._load_account()
         if tenant is None or account is None:
             return []
@@ -191,7 +191,7 @@ class AccountActor(Supervised):
 
     def _attempt(self, claimed: ClaimedMessage) -> None:
         store = self.ctx.store
-        tenant = store.tenants.get(self.tenant_id)
+        tenant = store.tenants.get(self.tenant_id, with_key=False)
         sending = store.messages.begin_attempt(
             claimed.pk,
             tenant,

@@ -123,7 +123,7 @@ class TenantActor(Supervised):
 
     def _sync(self, *, force: bool) -> None:
         store = self.ctx.store
-        tenant = store.tenants.get(self.tenant_id)
+        tenant = store.tenants.get(self.tenant_id, with_key=False)
         if tenant is None:
             return
         now = self._now()
@@ -131,7 +131,7 @@ class TenantActor(Supervised):
             # A tenant-token run-now clears DND and failure backoff (SPEC §10.9 rule 2).
             if tenant.dnd_until is not None or tenant.consecutive_failures:
                 store.tenants.clear_dnd_and_backoff(self.tenant_id)
-                tenant = store.tenants.get(self.tenant_id) or tenant
+                tenant = store.tenants.get(self.tenant_id, with_key=False) or tenant
         elif tenant.consecutive_failures and (tenant.next_sync_ts or 0) > now:
             self._wake_at(tenant.next_sync_ts)  # in failure backoff: new events do not shorten it
             return
@@ -207,7 +207,7 @@ class TenantActor(Supervised):
         if len(events) >= self.ctx.settings.report_batch_size:
             self.actor_ref.tell(SyncDue())  # a backlog goes out call after call (§10.3 rule 3)
             return
-        updated = store.tenants.get(self.tenant_id)
+        updated = store.tenants.get(self.tenant_id, with_key=False)
         if updated is not None:
             self._schedule_next(updated, done)
 

@@ -162,15 +162,15 @@ class TenantStore:
         self._db = db
         self._codec = codec if codec is not None else SecretCodec()
 
-    def get(self, tenant_id: str) -> TenantRecord | None:
+    def get(self, tenant_id: str, *, with_key: bool = True) -> TenantRecord | None:
+        """One tenant; ``with_key=False`` skips the API-key lookup (the send and sync paths)."""
         row = models.Tenant.get_or_none(models.Tenant.id == tenant_id)
         if row is None:
             return None
-        return _to_record(
-            self._codec,
-            row,
-            models.TenantApiKey.get_or_none(models.TenantApiKey.tenant_id == tenant_id),
-        )
+        key = None
+        if with_key:
+            key = models.TenantApiKey.get_or_none(models.TenantApiKey.tenant_id == tenant_id)
+        return _to_record(self._codec, row, key)
 
     def exists(self, tenant_id: str) -> bool:
         return models.Tenant.select().where(models.Tenant.id == tenant_id).exists()
