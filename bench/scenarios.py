@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -95,7 +96,8 @@ def end_to_end(
 ) -> Row:
     row = Row("end-to-end", n, tenants)
     with ExitStack() as stack:
-        sink = stack.enter_context(Sink())
+        times_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-times-"))
+        sink = stack.enter_context(Sink(times_path=str(Path(times_dir) / "accepted.tsv")))
         receiver = stack.enter_context(Receiver())
         ids = [f"t{k:02d}" for k in range(tenants)]
         proxy = stack.enter_context(
@@ -147,12 +149,23 @@ def end_to_end(
         row.notes.append(
             f"report calls {counts.get('calls', '?')} on {counts.get('connections', '?')} conns"
         )
+        row.notes.append(report_latency_note(sink.accepted_times(), receiver.sent_times()))
         if profiler is not None and (raw := profiler.stop()) is not None:
             print(f"  profile {raw}:\n" + summarise(raw))
         row.add_p50_ms, row.add_p99_ms = add_latency(proxy, ids[0])
         row.peak_rss_mb = proxy.usage.peak_rss_mb()
         row.notes.append(f"threads {proxy.usage.threads()}")
     return row
+
+
+def report_latency_note(accepted: dict[str, float], reported: dict[str, float]) -> str:
+    """SMTP acceptance to report received, per message (SPEC §10.3 rule 4: p50 ≤ 200 ms)."""
+    delays = sorted(1000 * (reported[i] - accepted[i]) for i in accepted.keys() & reported.keys())
+    if not delays:
+        return "report latency: no matched messages"
+    p50 = delays[len(delays) // 2]
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    return f"report latency p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(delays)} msgs)"
 
 
 def add_latency(proxy: Proxy, tenant_id: str, calls: int = LATENCY_CALLS) -> tuple[float, float]:

@@ -69,10 +69,22 @@ class _Child:
 class Sink(_Child):
     """An aiosmtpd sink process; ``count`` and ``last_ts`` are read from shared memory."""
 
-    def __init__(self, data_delay_s: float = 0.0) -> None:
+    def __init__(self, data_delay_s: float = 0.0, times_path: str | None = None) -> None:
         self._count = _CTX.Value("q", 0)
         self._last_ts = _CTX.Value("d", 0.0)
-        super().__init__(_run_sink, self._count, self._last_ts, data_delay_s)
+        self.times_path = times_path
+        super().__init__(_run_sink, self._count, self._last_ts, data_delay_s, times_path)
+
+    def accepted_times(self) -> dict[str, float]:
+        """When each X-Genro-Mail-ID was accepted (monotonic), if ``times_path`` was given."""
+        if self.times_path is None:
+            return {}
+        times: dict[str, float] = {}
+        with open(self.times_path) as lines:
+            for line in lines:
+                message_id, _, ts = line.rstrip("\n").partition("\t")
+                times.setdefault(message_id, float(ts))
+        return times
 
     @property
     def count(self) -> int:
@@ -99,6 +111,10 @@ class Receiver(_Child):
         """
         return self._session.get(self.url + "/counts", timeout=5).json()
 
+    def sent_times(self) -> dict[str, float]:
+        """When the first ``sent`` report of each message id arrived (monotonic)."""
+        return self._session.get(self.url + "/sent_times", timeout=10).json()
+
     def stop(self) -> None:
         self._session.close()
         super().stop()
@@ -115,18 +131,27 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; Ctrl-C is its business
 
 
-def _run_sink(ready: Connection, count: Any, last_ts: Any, data_delay_s: float) -> None:
+def _run_sink(
+    ready: Connection, count: Any, last_ts: Any, data_delay_s: float, times_path: str | None
+) -> None:
+    import re  # noqa: PLC0415 (child-only import)
+
     from aiosmtpd.smtp import SMTP  # noqa: PLC0415 (child-only import)
 
     _exit_on_sigterm()
+    mail_id = re.compile(rb"X-Genro-Mail-ID: ([^\r\n]+)")
+    times = open(times_path, "a", buffering=1) if times_path else None  # noqa: SIM115
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
             if data_delay_s:
                 await asyncio.sleep(data_delay_s)
+            now = time.monotonic()
             with count.get_lock():
                 count.value += 1
-                last_ts.value = time.monotonic()
+                last_ts.value = now
+            if times is not None and (found := mail_id.search(envelope.original_content or b"")):
+                times.write(f"{found.group(1).decode(errors='replace')}\t{now}\n")
             return "250 OK"
 
     async def serve() -> None:
@@ -156,6 +181,7 @@ class _Counts:
     def __init__(self) -> None:
         self.sent: dict[str, set[str]] = {}
         self.last_ts: dict[str, float] = {}
+        self.first_sent: dict[str, float] = {}
         self.items = 0
         self.calls = 0
         self.connections = 0
@@ -183,6 +209,11 @@ def _run_receiver(ready: Connection) -> None:
             self._answer(b'{"ok": true}')
 
         def do_GET(self) -> None:
+            if self.path == "/sent_times":
+                with lock:
+                    payload = json.dumps(counts.first_sent).encode()
+                self._answer(payload)
+                return
             with lock:
                 sent = {tenant: len(ids) for tenant, ids in counts.sent.items()}
                 data = {
@@ -207,6 +238,7 @@ def _run_receiver(ready: Connection) -> None:
                         ids.add(str(item.get("id")))
                         if len(ids) != before:
                             counts.last_ts[tenant] = time.monotonic()
+                            counts.first_sent.setdefault(str(item.get("id")), time.monotonic())
 
         def _answer(self, payload: bytes) -> None:
             self.send_response(200)
