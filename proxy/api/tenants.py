@@ -109,6 +109,31 @@ class Ok(BaseModel):
     ok: bool
 
 
+# fsspec backends that can sign a URL themselves (SPEC §9.8 rule 2).
+SIGNING_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def check_download_links(config: dict[str, Any] | None, public_url: str | None) -> None:
+    """A ``rewrite`` config needs somewhere to serve links from (SPEC §9.8 rule 2): 422 if not."""
+    if not config or not config.get("enabled") or config.get("action") != "rewrite":
+        return
+    if config.get("public_base_url") or public_url:
+        return
+    scheme = str(config.get("storage_url") or "").partition("://")[0].lower()
+    if scheme in SIGNING_SCHEMES:
+        return
+    raise Unprocessable(
+        [
+            problem(
+                ["body", "large_file_config", "public_base_url"],
+                "required for 'rewrite' on a storage that cannot sign links "
+                "(or set GMP_PUBLIC_URL)",
+                "missing",
+            )
+        ]
+    )
+
+
 def new_api_key() -> str:
     """43 URL-safe characters from the CSPRNG (SPEC §2.1 rule 3)."""
     return secrets.token_urlsafe(32)
@@ -179,8 +204,10 @@ class TenantCollection:
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         payload = validate(TenantPayload, read_object(req, self.deps.settings.max_request_mb))
+        fields = payload.stored_fields()
+        check_download_links(fields.get("large_file_config"), self.deps.settings.public_url)
         now = self.deps.now()
-        created = self.deps.store.tenants.upsert(payload.id, payload.stored_fields(), now)
+        created = self.deps.store.tenants.upsert(payload.id, fields, now)
         body: dict[str, Any] = {"ok": True}
         if created:
             api_key = new_api_key()
@@ -248,6 +275,7 @@ class TenantItem:
         _auth.require_tenant(principal, tenant_id)
         payload = validate(TenantFields, read_object(req, self.deps.settings.max_request_mb))
         fields = {k: v for k, v in payload.stored_fields().items() if v is not None}
+        check_download_links(fields.get("large_file_config"), self.deps.settings.public_url)
         tenant = self.deps.store.tenants.get(tenant_id)
         if tenant is None:
             raise not_found(tenant_id)

@@ -415,3 +415,26 @@ def test_next_sync_due(store: Database, fields: dict, has_target: bool, due: boo
     assert row["next_sync_due"] is due
     assert row["in_dnd"] is (fields.get("dnd_until", 0) > NOW)
     assert ("dnd_until" in row) is row["in_dnd"]
+
+
+@pytest.mark.parametrize(
+    ("config", "public_url", "status"),
+    [
+        ({"storage_url": "file:///srv/files"}, None, 422),
+        ({"storage_url": "file:///srv/files", "public_base_url": "https://mx.example"}, None, 200),
+        ({"storage_url": "file:///srv/files"}, "https://mx.example", 200),
+        ({"storage_url": "s3://bucket/large"}, None, 200),
+    ],
+)
+def test_rewrite_needs_somewhere_to_serve_download_links(make_client, config, public_url, status):
+    client = make_client(public_url=public_url)
+    body = {
+        "id": "files",
+        "large_file_config": {"enabled": True, "action": "rewrite"} | config,
+    }
+    result = client.simulate_post("/tenant", json=body, headers={"X-API-Token": "admin-token"})
+    assert result.status_code == status, result.text
+    if status == 422:
+        assert result.json["detail"][0]["loc"] == ["body", "large_file_config", "public_base_url"]
+        listed = client.simulate_get("/tenants", headers={"X-API-Token": "admin-token"})
+        assert [t["id"] for t in listed.json["tenants"] if t["id"] == "files"] == []
