@@ -16,6 +16,7 @@ change (failing, then recovered) and retried with backoff up to 10 minutes.
 
 from __future__ import annotations
 
+import abc
 import logging
 import uuid
 from collections.abc import Iterable
@@ -51,12 +52,13 @@ class MailboxPoller(Supervised):
 
     # -- what a subclass provides ------------------------------------------------------
 
+    @abc.abstractmethod
     def _mailbox_name(self) -> str:
-        raise NotImplementedError
+        """A label for logs: which mailbox this poller reads."""
 
+    @abc.abstractmethod
     def _endpoint(self) -> ImapEndpoint | None:
         """None while the mailbox is not configured (the poller waits an interval)."""
-        raise NotImplementedError
 
     def _interval_s(self) -> float:
         return DEFAULT_POLL_INTERVAL_S
@@ -64,8 +66,9 @@ class MailboxPoller(Supervised):
     def _processed_folder(self) -> str | None:
         return None
 
+    @abc.abstractmethod
     def _handle(self, raw: bytes) -> Disposition:
-        raise NotImplementedError
+        """Parse one mail, record what it means, and say how to flag it."""
 
     def _after_poll(self, started_ts: int) -> None:
         """Runs after a successful poll that began at ``started_ts``, still under the lease."""
