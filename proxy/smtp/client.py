@@ -1,12 +1,12 @@
 """One reusable SMTP connection for one account (SPEC §6.2, §6.4, §6.5).
 
-The only module that imports aiosmtplib. ``SmtpConnection`` is synchronous on
-the outside and owns a private asyncio loop (STYLE §3, option A): it is built in
-its owner's thread (an AccountActor's ``on_start``), used only there, and every
-call runs one coroutine with ``run_until_complete`` under a deadline. It never
-raises for SMTP, network, TLS or timeout problems: ``send`` returns an
-``Outcome`` and ``_translate`` is the one place where the library's exceptions
-become ``errors`` values.
+The only module, with its DATA helper ``data.py``, that imports aiosmtplib.
+``SmtpConnection`` is synchronous on the outside and owns a private asyncio
+loop (STYLE §3, option A): it is built in its owner's thread (an AccountActor's
+``on_start``), used only there, and every call runs one coroutine with
+``run_until_complete`` under a deadline. It never raises for SMTP, network,
+TLS or timeout problems: ``send`` returns an ``Outcome`` and ``_translate`` is
+the one place where the library's exceptions become ``errors`` values.
 
 Must not: log passwords or message bodies, share its loop with another thread,
 or retry a transaction once the message data has been transmitted (a lost
@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosmtplib
 
+from proxy.smtp.data import send_data
 from proxy.smtp.errors import (
     SMTPUTF8_UNSUPPORTED,
     STARTTLS_UNSUPPORTED,
@@ -347,7 +348,7 @@ async def _transaction(smtp: aiosmtplib.SMTP, msg: BuiltMessage, progress: _Prog
     if len(refused) == len(msg.recipients):
         return all_refused(refused)
     progress.data_started = True
-    response = await smtp.data(msg.data)
+    response = await send_data(smtp, msg.data)  # streamed: no whole-message copies
     return Sent(response.code, response.message, tuple(refused))
 
 

@@ -9,8 +9,10 @@ reports) sees only this tree::
     │                                              ``refused`` lists the others (§6.3.2)
     ├── TempFailure(description, reason, code)     retry later (§6.5.1)
     │   ├── reason="smtp"         4xx reply, or a reply that is not a definite 5xx
-    │   └── reason="connection"   refused/reset/closed, DNS, timeout, TLS handshake
-    │                             or certificate, STARTTLS required but not offered
+    │   ├── reason="connection"   refused/reset/closed, DNS, timeout, TLS handshake
+    │   │                         or certificate, STARTTLS required but not offered
+    │   └── reason="attachment"   an attachment fetch or large-file upload failed
+    │                             (built by ``proxy/attachments/errors.py``)
     └── PermFailure(description, code)             give up now (§6.5.2)
         ├── 5xx reply (535 authentication failure included)
         ├── every recipient refused with 5xx       (§6.5.3; any 4xx makes it temporary)
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-TempReason = Literal["smtp", "connection"]
+TempReason = Literal["smtp", "connection", "attachment"]
 
 SMTPUTF8_UNSUPPORTED = "server does not support SMTPUTF8"
 STARTTLS_UNSUPPORTED = "STARTTLS required but not offered by server"
