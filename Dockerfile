@@ -18,8 +18,8 @@ WORKDIR /app
 COPY pyproject.toml setup.cfg README.md ./
 COPY proxy ./proxy
 COPY actors ./actors
-# psycopg2-binary: the PostgreSQL driver peewee needs for the multi-instance mode.
-RUN pip install . "psycopg2-binary>=2.9" \
+# The postgresql extra: the driver peewee needs for several instances on PostgreSQL.
+RUN pip install ".[postgresql]" \
     && groupadd --system --gid 10001 mailproxy \
     && useradd --system --uid 10001 --gid mailproxy --home-dir /data --no-create-home \
        --shell /usr/sbin/nologin mailproxy \

@@ -11,7 +11,8 @@ Receives:
   Idle(kind, key)                a child has nothing to do: stop it (respawned on demand)
   ListChildren                   asked by ``proxy.server`` at shutdown (returns the refs)
   ScanStore                      timer (every ``send_loop_interval``): wake accounts whose
-                                 work is due in the store, spawn missing tenant actors
+                                 work is due in the store, spawn missing tenant actors, act
+                                 on run-nows other instances received (PostgreSQL)
   ReloadBounce                   from the API: restart (or stop) the BounceActor
 Sends:
   WorkAvailable, ReloadAccount   to AccountActors
@@ -99,6 +100,8 @@ class Supervisor(pykka.ThreadingActor):
         self.reporter: pykka.ActorRef | None = None
         self._failures: dict[tuple[str, tuple[str, ...]], _Failures] = {}
         self._scan_timer: Cancel | None = None
+        # Run-nows made before this instance started are not its to act on.
+        self._wake_seen = 0 if ctx.store.is_sqlite else ctx.store.wakeups.latest_id()
         self.pollers = Pollers(
             ctx, self.actor_ref, bounce_kind=self.kinds.bounce, pec_kind=self.kinds.pec
         )
@@ -199,7 +202,12 @@ class Supervisor(pykka.ThreadingActor):
         for account in self.ctx.store.accounts.list(tenant_id):
             self._tell_account((account.tenant_id, account.id), WorkAvailable())
 
-    def _run_now(self, tenant_id: str | None) -> None:
+    def _run_now(self, tenant_id: str | None, *, force_sync: bool = True) -> None:
+        """Wake accounts and syncs (SPEC §10.9).
+
+        ``force_sync`` is False for another instance's run-now whose forced sync
+        call is made elsewhere.
+        """
         self._wake_accounts(tenant_id)
         if tenant_id is None and self.reporter is not None:
             self.reporter.tell(RunRetention())  # an admin run-now also applies retention
@@ -208,7 +216,15 @@ class Supervisor(pykka.ThreadingActor):
         tenant_ids = [tenant_id] if tenant_id else [t.id for t in self.ctx.store.tenants.list()]
         for tid in tenant_ids:
             # Only a tenant token's run-now forces a call and clears DND (SPEC §10.9).
-            self._tell_tenant(tid, SyncDue(force=tenant_id is not None))
+            self._tell_tenant(tid, SyncDue(force=force_sync and tenant_id is not None))
+
+    def _forwarded_run_nows(self) -> None:
+        """Run-nows received by other instances sharing the database (SPEC §18.5)."""
+        me = self.ctx.instance_id
+        self._wake_seen, wakeups = self.ctx.store.wakeups.after(self._wake_seen, exclude_origin=me)
+        for wake in wakeups:
+            forced = wake.tenant_id is not None and self.ctx.store.wakeups.take(wake.id, me)
+            self._run_now(wake.tenant_id, force_sync=forced)
 
     def _account_changed(self, key: tuple[str, str]) -> None:
         ref = self.accounts.get(key)
@@ -286,6 +302,8 @@ class Supervisor(pykka.ThreadingActor):
     def _scan(self) -> None:
         now = int(self.ctx.clock.time())
         store = self.ctx.store
+        if not store.is_sqlite:
+            self._forwarded_run_nows()
         for key in store.messages.due_accounts(now):
             self._tell_account(key, WorkAvailable())
         has_global = bool(self.ctx.settings.client_sync_url)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import falcon
 
-from proxy.api import _auth, _errors
+from proxy.api import _auth, _body, _errors
 from proxy.api._doc import PUBLIC, Operation, operation_of
 from proxy.api.access_log import AccessLogMiddleware
 from proxy.api.accounts import AccountCollection, AccountItem
@@ -119,6 +119,7 @@ def create_app(
                 access, lambda: _auth.admin_digest(settings, store), tenant_for_digest
             ),
             AuditMiddleware(deps),
+            _body.TextParamsMiddleware(),
         ]
     )
     app.req_options.strip_url_path_trailing_slash = True

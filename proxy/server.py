@@ -30,9 +30,11 @@ from proxy.clock import SYSTEM_CLOCK, now_ts
 from proxy.config import ConfigError, Settings
 from proxy.crypto import cipher_from_settings
 from proxy.engine import Engine, NullEngine
+from proxy.heartbeat import Heartbeat
 from proxy.logs import setup_logging
 from proxy.metrics import Metrics
 from proxy.store import Database, StoreError, open_store
+from proxy.store.instances import InstanceIdInUse
 from proxy.store.rekey import reencrypt_secrets
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class ProxyServer:
         self._http_thread: threading.Thread | None = None
         self._capture: CaptureSmtpServer | None = None
         self._sink: ReportSink | None = None
+        self._heartbeat: Heartbeat | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -76,8 +79,15 @@ class ProxyServer:
             )
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
-        bootstrap.apply_config(s, self.store, now_ts())
-        reencrypt_secrets(self.store)
+        try:
+            self.store.hold_instance_id(self.instance_id)
+        except InstanceIdInUse as exc:
+            raise ConfigError(str(exc)) from None
+        with self.store.exclusive("start-up"):  # instances starting together take turns
+            bootstrap.apply_config(s, self.store, now_ts())
+            reencrypt_secrets(self.store)
+        self._heartbeat = Heartbeat(self.store.instances, self.instance_id, active=s.start_active)
+        self._heartbeat.start()
         # SQLite: the only instance, so everything left claimed belongs to a dead run.
         own = None if self.store.is_sqlite else self.instance_id
         released = self.store.messages.recover_after_crash(own)
@@ -174,6 +184,9 @@ class ProxyServer:
         if self.scheduler is not None:
             self.scheduler.stop()
             self.scheduler = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self.store is not None:
             if clean:
                 self.store.messages.release_claims(self.instance_id)

@@ -9,7 +9,60 @@ import pykka
 import pytest
 import trustme
 
+from tests.fixtures.postgres import PostgresCluster, PostgresMissing
 from tests.fixtures.smtp import SINK_PASSWORD, SINK_USER, SmtpSink, start_sink
+
+# -- database backends ---------------------------------------------------------------
+
+# The store, API and end-to-end tests run on every backend (SPEC §18); the rest on SQLite.
+BOTH_BACKENDS_DIRS = ("proxy/store", "proxy/api", "e2e")
+TESTS_ROOT = Path(__file__).resolve().parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        default="sqlite,postgresql",
+        help="backends for the store, API and end-to-end tests (comma-separated)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: runs on SQLite only (single-instance behaviour, SPEC §18.1)"
+    )
+    config.addinivalue_line(
+        "markers", "postgresql_only: runs on PostgreSQL only (several instances, SPEC §18.2)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_backend" not in metafunc.fixturenames:
+        return
+    chosen = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"--db: unknown backend(s) {sorted(unknown)}; use {BACKENDS}")
+    where = metafunc.definition.path.relative_to(TESTS_ROOT).as_posix()
+    both = where.startswith(BOTH_BACKENDS_DIRS) and not metafunc.definition.get_closest_marker(
+        "sqlite_only"
+    )
+    backends = chosen if both else ["sqlite"]
+    if metafunc.definition.get_closest_marker("postgresql_only"):
+        backends = [b for b in chosen if b == "postgresql"]
+    metafunc.parametrize("db_backend", backends, ids=backends)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throw-away PostgreSQL cluster on a loopback port for the whole session."""
+    try:
+        cluster = PostgresCluster().start()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
+    yield cluster
+    cluster.stop()
+
 
 # -- actors ------------------------------------------------------------------------
 
@@ -74,7 +127,12 @@ def smtp_sink_auth() -> Iterator[SmtpSink]:
 
 # -- store and tenant application --------------------------------------------------
 
-from tests.fixtures.stores import store  # noqa: E402, F401 (fixture re-export)
+from tests.fixtures.stores import (  # noqa: E402, F401 (fixture re-exports)
+    BACKENDS,
+    db_backend,
+    db_url,
+    store,
+)
 from tests.fixtures.tenant_http import TenantApp, start_tenant_app  # noqa: E402
 
 

@@ -31,9 +31,55 @@ def read_json(req: falcon.Request, max_mb: float, *, required: bool = True) -> A
             raise Unprocessable([problem(["body"], "field required", "missing")])
         return None
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise Unprocessable([problem(["body"], "invalid JSON", "json_invalid")]) from None
+    if b"\\u0000" in raw:  # JSON can carry NUL only escaped; no mail or database text can
+        where = _nul_location(body, ["body"])
+        if where is not None:
+            raise Unprocessable([problem(where, NUL_MESSAGE, "string_pattern_mismatch")])
+    return body
+
+
+NUL_MESSAGE = "must not contain NUL (U+0000) characters"
+
+
+def _nul_location(value: Any, loc: list[str | int]) -> list[str | int] | None:
+    """Where the first string containing NUL is (keys included), or None."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return [*loc, key]
+        found = _nul_location(item, [*loc, key])
+        if found is not None:
+            return found
+    return None
+
+
+class TextParamsMiddleware:
+    """Refuse NUL characters in path and query values (422 naming them), before any handler.
+
+    No stored text may hold NUL (PostgreSQL refuses it outright), and no valid
+    identifier, address or filter contains one.
+    """
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
+    ) -> None:
+        named = [("path", k, v) for k, v in params.items()]
+        named += [("query", k, v) for k, v in req.params.items()]
+        for where, name, value in named:
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and "\x00" in v for v in values) or "\x00" in name:
+                refused = problem([where, name], NUL_MESSAGE, "string_pattern_mismatch")
+                raise Unprocessable([refused])
 
 
 def read_object(req: falcon.Request, max_mb: float, *, required: bool = True) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import falcon
@@ -22,6 +23,7 @@ import falcon
 from proxy.api._auth import Principal
 from proxy.api._body import MB
 from proxy.api.deps import Deps
+from proxy.api.schemas import TENANT_ID_PATTERN
 from proxy.store.command_log import CommandLogStore
 from proxy.store.records import MASK
 
@@ -101,19 +103,24 @@ def _decoded_body(raw: bytes | None) -> dict[str, Any]:
 def command_tenant(
     command: str, principal: Principal, request: dict[str, Any], body: dict[str, Any]
 ) -> str | None:
-    """The tenant a command acted for: the token's, else the one the request named."""
+    """The tenant a command acted for: the token's, else the one the request named.
+
+    A named value that cannot be a tenant id (a refused request's garbage) is not
+    recorded as one: the entry keeps it in its payload only.
+    """
     if principal.tenant_id is not None:
         return principal.tenant_id
-    for candidate in (request.get("tenant_id"), body.get("tenant_id")):
-        if isinstance(candidate, str) and candidate:
-            return candidate
-    if command == "addTenant" and isinstance(body.get("id"), str):
-        return body["id"]
+    named: list[Any] = [request.get("tenant_id"), body.get("tenant_id")]
+    if command == "addTenant":
+        named.append(body.get("id"))
     if command == "addMessages" and isinstance(body.get("messages"), list):
-        named = {m.get("tenant_id") for m in body["messages"] if isinstance(m, dict)}
-        if len(named) == 1 and isinstance(next(iter(named)), str):
-            return next(iter(named))
-    return None
+        in_messages = {m.get("tenant_id") for m in body["messages"] if isinstance(m, dict)}
+        if len(in_messages) == 1:
+            named.append(next(iter(in_messages)))
+    return next((t for t in named if isinstance(t, str) and _TENANT_ID.match(t)), None)
+
+
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 
 class AuditMiddleware:

@@ -110,5 +110,13 @@ class RunNow:
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         # No body required; any body is ignored (SPEC §3.5).
-        self.deps.engine.run_now(req.context.principal.tenant_id)
+        deps, tenant_id = self.deps, req.context.principal.tenant_id
+        if not deps.store.is_sqlite:  # the other instances act on it too (SPEC §18.5)
+            deps.store.wakeups.post(
+                tenant_id,
+                origin=deps.settings.effective_instance_id,
+                origin_active=deps.settings.start_active,
+                now=deps.now(),
+            )
+        deps.engine.run_now(tenant_id)
         resp.media = {"ok": True}

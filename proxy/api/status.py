@@ -16,7 +16,7 @@ from proxy.api import _auth
 from proxy.api._doc import AUTH, operation
 from proxy.api.deps import Deps
 from proxy.api.messages import STATUSES, classify
-from proxy.store import models, retention
+from proxy.store import models
 from proxy.store.records import TenantRecord
 
 FALLBACK_VERSION = "0.1.0"
@@ -107,7 +107,7 @@ class Status:
                     "last_heartbeat_ts": i.last_heartbeat_ts,
                     "active": i.active,
                 }
-                for i in retention.live_instances(now)
+                for i in store.instances.live(now)
             ]
         resp.media = body
 

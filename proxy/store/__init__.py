@@ -13,6 +13,7 @@ from proxy.store.accounts import AccountStore
 from proxy.store.bounces import BounceStore
 from proxy.store.db import Store, StoreError, StoreLocked
 from proxy.store.events import EventStore
+from proxy.store.instances import InstanceStore
 from proxy.store.large_files import LargeFileStore
 from proxy.store.messages import MessageStore
 from proxy.store.ratelimits import RateLimitStore
@@ -20,6 +21,7 @@ from proxy.store.records import SecretCodec
 from proxy.store.settings import InstanceSettingsStore
 from proxy.store.sync_state import SyncStateStore
 from proxy.store.tenants import TenantStore
+from proxy.store.wakeups import WakeupStore
 
 __all__ = ["Database", "Store", "StoreError", "StoreLocked", "open_store"]
 
@@ -32,10 +34,12 @@ class Database(Store):
     messages: MessageStore
     ratelimits: RateLimitStore
     events: EventStore
+    instances: InstanceStore
     settings: InstanceSettingsStore
     sync_state: SyncStateStore
     large_files: LargeFileStore
     bounces: BounceStore
+    wakeups: WakeupStore
     codec: SecretCodec
 
 
@@ -52,8 +56,10 @@ def open_store(url: str, *, pool_size: int = 10, cipher: SecretCipher | None = N
     store.messages = MessageStore(store.db, is_sqlite=store.is_sqlite, codec=store.codec)
     store.ratelimits = RateLimitStore(store.db, is_sqlite=store.is_sqlite)
     store.events = EventStore(store.db)
+    store.instances = InstanceStore(store.db)
     store.settings = InstanceSettingsStore(store.db, store.codec)
     store.sync_state = SyncStateStore(store.db)
     store.large_files = LargeFileStore(store.db, store.codec)
     store.bounces = BounceStore(store.db)
+    store.wakeups = WakeupStore(store.db)
     return store

@@ -250,19 +250,25 @@ class BounceStore:
     def acquire_poll(
         self, mailbox: str, holder: str, *, instance_id: str, now: int, lease_s: int
     ) -> bool:
-        """Take or renew the mailbox's poll lease; False while another instance holds it."""
+        """Take or renew the mailbox's poll lease; False while another instance holds it.
+
+        One conditional UPDATE decides (see ``SyncStateStore.acquire``).
+        """
+        free_or_ours = (
+            B.holder.is_null()
+            | B.holder.startswith(f"{instance_id}/")
+            | (peewee.fn.COALESCE(B.lease_expires_ts, 0) <= now)
+        )
         with self._db.atomic():
-            row = B.get_or_none(B.mailbox == mailbox)
-            if row is None:
-                B.insert(mailbox=mailbox, holder=holder, lease_expires_ts=now + lease_s).execute()
-                return True
-            ours = row.holder is None or row.holder.startswith(f"{instance_id}/")
-            if not ours and (row.lease_expires_ts or 0) > now:
-                return False
-            B.update(holder=holder, lease_expires_ts=now + lease_s).where(
-                B.mailbox == mailbox
-            ).execute()
-            return True
+            B.insert(
+                mailbox=mailbox, holder=holder, lease_expires_ts=now + lease_s
+            ).on_conflict_ignore().execute()
+            taken = (
+                B.update(holder=holder, lease_expires_ts=now + lease_s)
+                .where((B.mailbox == mailbox) & free_or_ours)
+                .execute()
+            )
+        return taken == 1
 
     def release_poll(self, mailbox: str, holder: str) -> None:
         B.update(holder=None, lease_expires_ts=None).where(

@@ -14,18 +14,21 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
-from urllib.parse import urlparse
+from typing import IO, Any
+from urllib.parse import unquote, urlparse
 
 import peewee
+from peewee import PostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase
 
 from proxy.store import models
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+POOL_WAIT_S = 30  # how long a thread waits for a free PostgreSQL connection
 
 
 class StoreError(Exception):
@@ -79,6 +82,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             models.Message._schema.create_indexes(safe=True),
         ),
     ),
+    Migration(
+        6,
+        "run-now forwarded between instances",
+        lambda db: db.create_tables([models.WakeRequest], safe=True),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -104,6 +112,7 @@ class Store:
         self.is_sqlite = is_sqlite
         self._lock_file = lock_file
         self._keepalive: sqlite3.Connection | None = None
+        self._identity_conn: Any = None
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Store:
@@ -140,17 +149,16 @@ class Store:
 
     @classmethod
     def _open_postgres(cls, url: str, pool_size: int) -> Store:
-        from playhouse.pool import PooledPostgresqlDatabase  # noqa: PLC0415 (optional backend)
-
         parsed = urlparse(url)
-        db = PooledPostgresqlDatabase(
+        db = SharedPostgresDatabase(
             (parsed.path or "/").lstrip("/"),
-            user=parsed.username,
-            password=parsed.password,
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
             host=parsed.hostname,
             port=parsed.port or 5432,
             max_connections=pool_size,
             stale_timeout=300,
+            timeout=POOL_WAIT_S,
         )
         return cls(db, is_sqlite=False, lock_file=None)
 
@@ -158,6 +166,41 @@ class Store:
         """Point the models at this database and bring the schema up to date."""
         models.database_proxy.initialize(self.db)
         migrate(self.db)
+
+    def hold_instance_id(self, instance_id: str) -> None:
+        """Prove no other live process runs as ``instance_id`` (SPEC §18.2), until ``close()``.
+
+        PostgreSQL: a session advisory lock on the id, on a connection of its own
+        that lives as long as the process (the server frees it when the process
+        dies). SQLite: the file lock already makes this the only instance.
+        """
+        if self.is_sqlite:
+            return
+        from proxy.store.instances import InstanceIdInUse, advisory_key  # noqa: PLC0415
+
+        conn = self.db._connect_raw()  # type: ignore[attr-defined]
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(f"id:{instance_id}"),))
+            (held,) = cursor.fetchone()
+        if not held:
+            conn.close()
+            raise InstanceIdInUse(
+                f"instance id {instance_id!r} is in use by another running instance on this "
+                "database: give each instance its own GMP_INSTANCE_ID"
+            )
+        self._identity_conn = conn
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """One transaction that only one instance at a time runs (start-up work, SPEC §18.2).
+
+        PostgreSQL: a transaction advisory lock on ``name``, freed at commit or
+        rollback. SQLite: a plain write transaction (one instance per file).
+        """
+        with self.db.atomic():
+            if not self.is_sqlite:
+                _advisory_xact_lock(self.db, name)
+            yield
 
     def tx(self) -> peewee._atomic:
         """A write transaction (IMMEDIATE on SQLite)."""
@@ -182,6 +225,10 @@ class Store:
             self.db.close()
         if isinstance(self.db, peewee.PostgresqlDatabase) and hasattr(self.db, "close_all"):
             self.db.close_all()
+        if self._identity_conn is not None:
+            with contextlib.suppress(Exception):
+                self._identity_conn.close()
+            self._identity_conn = None
         if self._keepalive is not None:
             self._keepalive.close()
             self._keepalive = None
@@ -190,6 +237,39 @@ class Store:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+class SharedPostgresDatabase(PooledPostgresqlDatabase):
+    """A pooled PostgreSQL database whose threads hold a connection only while they use it.
+
+    peewee keeps one connection per thread until it is closed; with an actor
+    thread per account that would need as many connections as accounts. Here a
+    thread gives its connection back to the pool after each statement run outside
+    a transaction and after its outermost transaction ends, so ``GMP_DB_POOL_SIZE``
+    bounds the connections however many actors run; a thread finding the pool
+    empty waits for one (``POOL_WAIT_S``). Results are read client-side by
+    psycopg2, so a cursor stays readable after its connection went back.
+    """
+
+    def _connect_raw(self) -> Any:
+        """A connection outside the pool, for a lock held as long as the process."""
+        return PostgresqlDatabase._connect(self)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        cursor = super().execute_sql(sql, params)
+        if self.transaction_depth() == 0:
+            self.close()
+        return cursor
+
+    @contextlib.contextmanager
+    def atomic(self, *args: Any, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
+        outermost = self.transaction_depth() == 0
+        try:
+            with super().atomic(*args, **kwargs) as transaction:
+                yield transaction
+        finally:
+            if outermost and self.transaction_depth() == 0:
+                self.close()
 
 
 def _take_lock(path: str) -> IO[str]:
@@ -212,6 +292,8 @@ def _take_lock(path: str) -> IO[str]:
 def migrate(db: peewee.Database) -> int:
     """Apply pending migrations; idempotent. Returns the schema version now in force."""
     with db.atomic():
+        if isinstance(db, PostgresqlDatabase):  # instances starting together migrate in turn
+            _advisory_xact_lock(db, "migrate")
         if not db.table_exists(models.SchemaMigration._meta.table_name):
             db.create_tables(models.ALL_MODELS, safe=True)
             now = _now()
@@ -232,6 +314,21 @@ def migrate(db: peewee.Database) -> int:
                 ).execute()
                 current = migration.version
         return current
+
+
+def locked(query: peewee.Select, db: peewee.Database) -> peewee.Select:
+    """``SELECT … FOR UPDATE`` on PostgreSQL, so a read-then-write holds under concurrency.
+
+    SQLite needs nothing: its write transactions (``BEGIN IMMEDIATE``) already
+    exclude every other writer.
+    """
+    return query.for_update() if isinstance(db, PostgresqlDatabase) else query
+
+
+def _advisory_xact_lock(db: peewee.Database, name: str) -> None:
+    from proxy.store.instances import advisory_key  # noqa: PLC0415
+
+    db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (advisory_key(name),))
 
 
 def _now() -> int:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import peewee
 
 from proxy.store import models
+from proxy.store.db import locked
 from proxy.store.records import dumps, loads
 
 LF = models.LargeFile
@@ -159,15 +160,12 @@ class LargeFileStore:
     def take_cleanup_lease(self, holder: str, now: int, ttl_s: int) -> bool:
         """Whether ``holder`` may run the cleanup now (one instance at a time, SPEC §18.4)."""
         with self._db.atomic():
-            row = S.get_or_none(S.key == CLEANUP_LEASE_KEY)
-            if row is not None and row.value:
-                owner, _, expires = row.value.rpartition(" ")
-                if owner != holder and expires.isdigit() and int(expires) > now:
-                    return False
-            value = f"{holder} {now + ttl_s}"
-            S.insert(key=CLEANUP_LEASE_KEY, value=value).on_conflict(
-                conflict_target=[S.key], update={S.value: value}
-            ).execute()
+            S.insert(key=CLEANUP_LEASE_KEY, value="").on_conflict_ignore().execute()
+            row = locked(S.select().where(S.key == CLEANUP_LEASE_KEY), self._db).get()
+            owner, _, expires = (row.value or "").rpartition(" ")
+            if owner != holder and expires.isdigit() and int(expires) > now:
+                return False
+            S.update(value=f"{holder} {now + ttl_s}").where(S.key == CLEANUP_LEASE_KEY).execute()
         return True
 
     def record_warning(

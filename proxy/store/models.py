@@ -279,6 +279,18 @@ class MailboxState(BaseModel):
     last_poll_ts = peewee.BigIntegerField(null=True)
 
 
+class WakeRequest(BaseModel):
+    """A run-now made on one instance, for the others to act on (SPEC §18.5, §10.9 rule 3)."""
+
+    id = peewee.AutoField()
+    tenant_id = peewee.CharField(max_length=64, null=True)  # None: an admin run-now
+    origin = peewee.CharField(max_length=128)  # the instance that received it
+    # Who makes a tenant run-now's forced sync call: the origin when it is active,
+    # else the first active instance to take it (one call, not one per instance).
+    taken_by = peewee.CharField(max_length=128, null=True)
+    created_ts = peewee.BigIntegerField(index=True)
+
+
 # Bounces are correlated by the Message-ID actually sent (SPEC §11.4).
 Message.add_index(Message.message_id)
-ALL_MODELS = (*ALL_MODELS, ProcessedMail, MailboxState)
+ALL_MODELS = (*ALL_MODELS, ProcessedMail, MailboxState, WakeRequest)

@@ -5,9 +5,6 @@ retention rules live here once, for the cleanup command and for the periodic
 retention alike: only terminal messages go, and, for a tenant with a sync
 target, only once every reportable event was acknowledged. Nothing here
 decides *which* cutoff applies; callers pass it.
-
-Also here: which instances are alive, judged by the age of their heartbeat rows
-(§18.2), since that too is an age cutoff over rows no one else reads.
 """
 
 from __future__ import annotations
@@ -21,9 +18,7 @@ from proxy.store import models
 
 M = models.Message
 E = models.MessageEvent
-H = models.InstanceHeartbeat
 CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
-HEARTBEAT_MAX_AGE_S = 30  # instances silent this long are gone (SPEC §18.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +28,6 @@ class Deletion:
     removed: int
     not_found: tuple[str, ...]
     unauthorized: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceRecord:
-    instance_id: str
-    started_ts: int
-    last_heartbeat_ts: int
-    active: bool
 
 
 def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
@@ -117,17 +104,3 @@ class RetentionStore:
             return 0
         E.delete().where(E.message_pk.in_(pks)).execute()
         return M.delete().where(M.pk.in_(pks)).execute()
-
-
-def live_instances(now: int, max_age_s: int = HEARTBEAT_MAX_AGE_S) -> list[InstanceRecord]:
-    """Instances whose heartbeat is younger than ``max_age_s`` (``GET /status``)."""
-    query = H.select().where(H.last_heartbeat_ts > now - max_age_s).order_by(H.instance_id)
-    return [
-        InstanceRecord(
-            instance_id=row.instance_id,
-            started_ts=row.started_ts,
-            last_heartbeat_ts=row.last_heartbeat_ts,
-            active=bool(row.active),
-        )
-        for row in query
-    ]

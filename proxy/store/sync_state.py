@@ -22,18 +22,21 @@ class SyncStateStore:
         self._db = db
 
     def acquire(self, tenant_id: str, holder: str, *, now: int, lease_s: int) -> bool:
-        """Take (or renew) the tenant's call lease; False while another holder's is live."""
+        """Take (or renew) the tenant's call lease; False while another holder's is live.
+
+        One conditional UPDATE decides, so two instances racing for an expired
+        lease cannot both win (PostgreSQL re-checks the condition on the locked row).
+        """
         with self._db.atomic():
-            row = L.get_or_none(L.tenant_id == tenant_id)
-            if row is None:
-                L.insert(tenant_id=tenant_id, holder=holder, expires_ts=now + lease_s).execute()
-                return True
-            if row.holder != holder and row.expires_ts > now:
-                return False
-            L.update(holder=holder, expires_ts=now + lease_s).where(
-                L.tenant_id == tenant_id
-            ).execute()
-            return True
+            L.insert(
+                tenant_id=tenant_id, holder=holder, expires_ts=now + lease_s
+            ).on_conflict_ignore().execute()
+            taken = (
+                L.update(holder=holder, expires_ts=now + lease_s)
+                .where((L.tenant_id == tenant_id) & ((L.holder == holder) | (L.expires_ts <= now)))
+                .execute()
+            )
+        return taken == 1
 
     def release(self, tenant_id: str, holder: str) -> None:
         L.delete().where((L.tenant_id == tenant_id) & (L.holder == holder)).execute()

@@ -23,7 +23,7 @@ import requests
 from tests.fixtures.proxy import fast_settings, running_proxy
 from tests.fixtures.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]
 
 CHROMIUM_FLAGS = (
     "--headless=new",

@@ -24,7 +24,7 @@ from tests.fixtures.proxy import (
 )
 from tests.fixtures.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]
 
 TENANT_KEY = "acme-proxy-key-0123456789abcdefghijklmnop"
 

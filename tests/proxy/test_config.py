@@ -810,3 +810,14 @@ def test_example_file_commented_values_are_valid_and_show_defaults(tmp_path):
             option = next(o for o in OPTIONS if (o.section, o.key) == (section, key))
             if option.default not in (None, ()):
                 assert getattr(s, option.attr) == option.default, line
+
+
+def test_several_instances_example_loads_with_its_variables():
+    path = EXAMPLE.parent / "several-instances.toml"
+    text = path.read_text(encoding="utf-8")
+    s = load_settings(str(path), env=_example_env(text) | {"GMP_INSTANCE_ID": "mx-1"})
+    assert s.db_url.startswith("postgresql://mailproxy:value-of-PG_PASSWORD")
+    assert (s.effective_instance_id, s.db_pool_size, s.claim_lease_seconds) == ("mx-1", 10, 120)
+    assert [(a["tenant_id"], a["id"], a["limit_per_minute"]) for a in s.accounts] == [
+        ("acme", "main", 100)
+    ]

@@ -331,3 +331,17 @@ def test_command_log_routes_are_admin_only_and_purge_validates(
     export = client.simulate_get("/command-log/export", params={"until_ts": 2**70}, headers=ADMIN)
     assert export.status_code == 422
     assert models.CommandLogEntry.select().count() == 4
+
+
+def test_a_refused_tenant_name_is_kept_in_the_payload_not_as_the_tenant(
+    client: testing.TestClient,
+) -> None:
+    too_long = "t" * 65
+    result = client.simulate_post(
+        "/commands/cleanup-messages", params={"tenant_id": too_long}, json={}, headers=ADMIN
+    )
+    assert result.status_code == 404
+    entry = last(client)
+    assert entry["endpoint"] == "cleanupMessages"
+    assert "tenant_id" not in entry
+    assert too_long in str(entry["payload"])

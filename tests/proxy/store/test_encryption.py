@@ -47,14 +47,28 @@ SECRETS = (SMTP_PW, IMAP_PW, TOKEN, BASIC_PW, S3_KEY, S3_SECRET, NESTED, LISTED)
 SECRETS += (BOUNCE_PW, ATT_TOKEN, ATT_PW, FILE_SECRET)
 
 
-def stored_rows(path: str) -> str:
-    """Every row of every table, as text: what anyone with the database file can read."""
+def _raw_rows(path: str, sql: str) -> list[tuple]:
+    """Rows read with the bare driver, not through the product's store."""
+    if path.startswith("postgresql://"):
+        import psycopg2
+
+        with contextlib.closing(psycopg2.connect(path)) as conn, conn.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        tables = [
-            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
-        rows = (conn.execute(f'SELECT * FROM "{table}"') for table in tables)  # noqa: S608
-        return "\n".join(repr(row) for cursor in rows for row in cursor)
+        return conn.execute(sql).fetchall()
+
+
+def stored_rows(path: str) -> str:
+    """Every row of every table, as text: what anyone with the database can read."""
+    listing = (
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        if path.startswith("postgresql://")
+        else "SELECT name FROM sqlite_master WHERE type='table'"
+    )
+    tables = [name for (name,) in _raw_rows(path, listing)]
+    rows = (_raw_rows(path, f'SELECT * FROM "{table}"') for table in tables)  # noqa: S608
+    return "\n".join(repr(row) for table_rows in rows for row in table_rows)
 
 
 def assert_no_plaintext(path: str) -> str:
@@ -65,8 +79,7 @@ def assert_no_plaintext(path: str) -> str:
 
 
 def stored_value(path: str, sql: str) -> str:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchone()[0]
+    return _raw_rows(path, sql)[0][0]
 
 
 @contextlib.contextmanager
@@ -161,8 +174,8 @@ def decrypted_payload(store: Database, message_id: str = "m1") -> dict:
     return map_payload(row.payload, store.codec.opener("test"))
 
 
-def test_secrets_are_encrypted_on_write_and_read_back(tmp_path) -> None:
-    path = str(tmp_path / "mail.db")
+def test_secrets_are_encrypted_on_write_and_read_back(db_url) -> None:
+    path = db_url
     with opened(path, Cipher(KEY_A)) as store:
         write_secrets(store)
         text = assert_no_plaintext(path)
@@ -176,8 +189,8 @@ def test_secrets_are_encrypted_on_write_and_read_back(tmp_path) -> None:
     assert {Cipher(KEY_A).decrypt(v) for v in values} == set(SECRETS)
 
 
-def test_rewriting_the_same_values_keeps_the_stored_ciphertext(tmp_path) -> None:
-    path = str(tmp_path / "mail.db")
+def test_rewriting_the_same_values_keeps_the_stored_ciphertext(db_url) -> None:
+    path = db_url
     with opened(path, Cipher(KEY_A)) as store:
         write_secrets(store)
         before = stored_rows(path)
@@ -200,8 +213,8 @@ def test_rewriting_the_same_values_keeps_the_stored_ciphertext(tmp_path) -> None
         assert stored_rows(path) == before  # no churn: bootstrap re-runs stay no-ops
 
 
-def test_masked_secrets_keep_the_stored_values(tmp_path) -> None:
-    path = str(tmp_path / "mail.db")
+def test_masked_secrets_keep_the_stored_values(db_url) -> None:
+    path = db_url
     with opened(path, Cipher(KEY_A)) as store:
         write_secrets(store)
         store.accounts.upsert(
@@ -233,8 +246,8 @@ def test_masked_secrets_keep_the_stored_values(tmp_path) -> None:
         assert "new-s3-secret-0451" not in stored_rows(path)
 
 
-def test_rotation_reencrypts_every_secret_under_the_new_key(tmp_path, caplog) -> None:
-    path = str(tmp_path / "mail.db")
+def test_rotation_reencrypts_every_secret_under_the_new_key(db_url, caplog) -> None:
+    path = db_url
     with opened(path, Cipher(KEY_A)) as store:
         write_secrets(store)
     with opened(path, Cipher(KEY_B, [KEY_A])) as store:
@@ -257,8 +270,8 @@ def test_rotation_reencrypts_every_secret_under_the_new_key(tmp_path, caplog) ->
         assert decrypted_payload(store)["attachments"] == attachments()
 
 
-def test_plaintext_written_without_a_key_is_encrypted_at_the_next_start(tmp_path, caplog) -> None:
-    path = str(tmp_path / "mail.db")
+def test_plaintext_written_without_a_key_is_encrypted_at_the_next_start(db_url, caplog) -> None:
+    path = db_url
     with opened(path) as store:
         write_secrets(store)
         with caplog.at_level(logging.WARNING, logger="proxy.store.rekey"):
@@ -273,8 +286,8 @@ def test_plaintext_written_without_a_key_is_encrypted_at_the_next_start(tmp_path
     assert len(ENC_VALUE.findall(assert_no_plaintext(path))) == len(SECRETS)
 
 
-def test_plaintext_is_encrypted_at_the_next_write(tmp_path) -> None:
-    path = str(tmp_path / "mail.db")
+def test_plaintext_is_encrypted_at_the_next_write(db_url) -> None:
+    path = db_url
     with opened(path) as store:
         write_secrets(store)
     with opened(path, Cipher(KEY_A)) as store:
@@ -295,8 +308,8 @@ def test_plaintext_is_encrypted_at_the_next_write(tmp_path) -> None:
         assert_reads_plaintext(store)
 
 
-def test_a_value_no_key_opens_is_unusable_and_never_returned_raw(tmp_path, caplog) -> None:
-    path = str(tmp_path / "mail.db")
+def test_a_value_no_key_opens_is_unusable_and_never_returned_raw(db_url, caplog) -> None:
+    path = db_url
     with opened(path, Cipher(KEY_A)) as store:
         write_secrets(store)
     password_sql = "SELECT password FROM account WHERE id = 'main'"
@@ -335,8 +348,8 @@ def test_a_value_no_key_opens_is_unusable_and_never_returned_raw(tmp_path, caplo
         assert store.accounts.get("acme", "main").password_unusable  # "fresh" was sealed with C
 
 
-def test_a_store_without_a_key_cannot_open_encrypted_values(tmp_path) -> None:
-    path = str(tmp_path / "mail.db")
+def test_a_store_without_a_key_cannot_open_encrypted_values(db_url) -> None:
+    path = db_url
     with opened(path, Cipher(KEY_A)) as store:
         write_secrets(store)
     with opened(path) as store:

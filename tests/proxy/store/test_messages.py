@@ -64,9 +64,8 @@ def test_claimed_rows_are_not_claimed_twice_until_the_lease_expires(store: Datab
     assert len(_claim(store, me="b", now=NOW + 31)) == 2  # lease of 30 s ran out
 
 
-def test_concurrent_claimers_never_share_a_row(tmp_path) -> None:
-    path = str(tmp_path / "race.db")
-    store = open_store(path)
+def test_concurrent_claimers_never_share_a_row(db_url: str) -> None:
+    store = open_store(db_url)
     try:
         add_tenant_and_account(store)
         store.messages.enqueue([accepted(f"m{i}") for i in range(300)], NOW)

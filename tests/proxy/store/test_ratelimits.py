@@ -21,7 +21,7 @@ TENANT_HOURLY = Limit("tenant", "hour", 4, "defer", "tenant hourly (4)")
 
 
 def _limits(store: Database) -> RateLimitStore:
-    return RateLimitStore(store.db, is_sqlite=True)
+    return store.ratelimits
 
 
 def _reserve(rl: RateLimitStore, limits: list[Limit], *, account: str = "main", now: int = NOW):

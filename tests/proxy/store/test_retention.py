@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from proxy.smtp.errors import Outcome, PermFailure, Sent, TempFailure
-from proxy.store import Database, models, retention
+from proxy.store import Database, models
 from proxy.store.messages import SCHEDULER_ACTIVE_KEY
 from tests.fixtures.stores import accepted, add_tenant_and_account
 
@@ -265,11 +265,3 @@ def test_status_groups_separate_what_decides_the_displayed_status(store: Databas
         (None, None, "sent", False, False): 1,
     }
     assert store.messages.status_groups("globex", NOW) == []
-
-
-def test_live_instances_are_those_with_a_recent_heartbeat(store: Database) -> None:
-    for name, beat in (("fresh", NOW - 29), ("stale", NOW - 30), ("now", NOW)):
-        models.InstanceHeartbeat.insert(
-            instance_id=name, nonce="n", started_ts=NOW - 100, last_heartbeat_ts=beat
-        ).execute()
-    assert [i.instance_id for i in retention.live_instances(NOW)] == ["fresh", "now"]
