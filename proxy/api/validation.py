@@ -157,6 +157,7 @@ def parse_priority(value: object) -> int:
     raise ValueError("invalid priority")
 
 
+@functools.lru_cache(maxsize=8192)  # senders and many recipients repeat: checking is costly
 def is_valid_address(addr: str) -> bool:
     """Check a bare address (no display name) with email-validator's syntax rules only.
 

@@ -20,6 +20,7 @@ import peewee
 from proxy.api.validation import Accepted, Rejection
 from proxy.store import models
 from proxy.store.outcomes import Outcome, outcome_columns
+from proxy.store.prepared import ByShape, Prepared, Slot
 from proxy.store.records import (
     ClaimedMessage,
     MessageToSend,
@@ -125,7 +126,7 @@ def _event(
 
 def _scheduler_stopped() -> bool:
     """Whether an admin suspended all sending (SPEC §3.6); one primary-key lookup."""
-    return S.select().where((S.key == SCHEDULER_ACTIVE_KEY) & (S.value == "false")).exists()
+    return bool(_SCHEDULER_STOPPED.rows(S))
 
 
 def _sent_through_pec() -> peewee.Expression:
@@ -133,6 +134,36 @@ def _sent_through_pec() -> peewee.Expression:
     a = models.Account
     flag = a.select(a.is_pec_account).where((a.tenant_id == M.tenant_id) & (a.id == M.account_id))
     return peewee.fn.COALESCE(flag, False)
+
+
+# The send path's statements, compiled once (proxy/store/prepared.py).
+_SCHEDULER_STOPPED = Prepared(
+    lambda: S.select(S.key).where((S.key == SCHEDULER_ACTIVE_KEY) & (S.value == "false"))
+)
+_ROW = Prepared(lambda pk: M.select().where(M.pk == pk), Slot.text())
+_UNCLAIM = Prepared(
+    lambda pk: M.update(claimed_by=None, lease_expires_ts=None).where(M.pk == pk), Slot.text()
+)
+_MARK_SENDING = Prepared(
+    lambda lease, now, pk: M.update(
+        status=models.SENDING,
+        lease_expires_ts=lease,
+        updated_ts=now,
+        is_pec=_sent_through_pec(),  # SPEC §12 rule 1
+    ).where(M.pk == pk),
+    Slot.number(),
+    Slot.number(),
+    Slot.text(),
+)
+_RECORD_OUTCOME = ByShape(
+    lambda columns, pk, me: M.update(**columns).where(
+        (M.pk == pk) & (M.claimed_by == me) & (M.status == models.SENDING)
+    ),
+    Slot.text,
+    Slot.text,
+)
+_INSERT_EVENT = ByShape(lambda columns: models.MessageEvent.insert(**columns))
+_INSERT_MESSAGE = ByShape(lambda columns: M.insert(**columns))
 
 
 def _is_free(now: int) -> peewee.Expression:
@@ -221,10 +252,8 @@ class MessageStore:
                     result.touched.add(key)
                     if item.priority == 0:
                         result.immediate.add(key)
-            for chunk in _chunks(inserts, 100):
-                M.insert_many(chunk).execute()
-            for chunk in _chunks(events, 100):
-                models.MessageEvent.insert_many(chunk).execute()
+            _INSERT_MESSAGE.execute_many(self._db, inserts)
+            _INSERT_EVENT.execute_many(self._db, events)
         return result
 
     def _existing(self, accepted: Sequence[Accepted]) -> dict[tuple[str, str], M]:
@@ -310,20 +339,16 @@ class MessageStore:
         released so it can be claimed again when due.
         """
         with self._db.atomic():
-            row = M.get_or_none(M.pk == pk)
+            found = _ROW.rows(M, pk)
+            row = found[0] if found else None
             if row is None or row.claimed_by != me or row.status != models.PENDING:
                 return None
             held = tenant is None or tenant.is_suspended(row.batch_code) or _scheduler_stopped()
             not_due = row.deferred_ts is not None and row.deferred_ts > now
             if held or not_due:
-                M.update(claimed_by=None, lease_expires_ts=None).where(M.pk == pk).execute()
+                _UNCLAIM.execute(self._db, pk)
                 return None
-            M.update(
-                status=models.SENDING,
-                lease_expires_ts=now + lease_s,
-                updated_ts=now,
-                is_pec=_sent_through_pec(),  # SPEC §12 rule 1
-            ).where(M.pk == pk).execute()
+            _MARK_SENDING.execute(self._db, now + lease_s, now, pk)
         return MessageToSend(
             pk=row.pk,
             tenant_id=row.tenant_id,
@@ -362,24 +387,18 @@ class MessageStore:
         columns |= {"claimed_by": None, "lease_expires_ts": None, "updated_ts": now}
         if message_id is not None:
             columns["message_id"] = message_id
+        event = _event(
+            sending.pk,
+            sending.tenant_id,
+            event_type,
+            now=now,
+            description=description,
+            metadata=metadata,
+        )
         with self._db.atomic():
-            updated = (
-                M.update(**columns)
-                .where((M.pk == sending.pk) & (M.claimed_by == me) & (M.status == models.SENDING))
-                .execute()
-            )
-            if not updated:
+            if not _RECORD_OUTCOME.execute(self._db, columns, sending.pk, me):
                 return None
-            models.MessageEvent.insert(
-                **_event(
-                    sending.pk,
-                    sending.tenant_id,
-                    event_type,
-                    now=now,
-                    description=description,
-                    metadata=metadata,
-                )
-            ).execute()
+            _INSERT_EVENT.execute(self._db, event)
         return RecordedOutcome(
             pk=sending.pk,
             tenant_id=sending.tenant_id,

@@ -15,6 +15,7 @@ from typing import Any
 import peewee
 
 from proxy.store import models
+from proxy.store.prepared import Prepared, Slot
 from proxy.store.records import (
     MASK,
     Leaf,
@@ -157,6 +158,11 @@ class AdminFieldChange(Exception):
         self.field = field
 
 
+_TENANT = Prepared(
+    lambda tenant_id: models.Tenant.select().where(models.Tenant.id == tenant_id), Slot.text()
+)
+
+
 class TenantStore:
     def __init__(self, db: peewee.Database, codec: SecretCodec | None = None) -> None:
         self._db = db
@@ -164,13 +170,13 @@ class TenantStore:
 
     def get(self, tenant_id: str, *, with_key: bool = True) -> TenantRecord | None:
         """One tenant; ``with_key=False`` skips the API-key lookup (the send and sync paths)."""
-        row = models.Tenant.get_or_none(models.Tenant.id == tenant_id)
-        if row is None:
+        found = _TENANT.rows(models.Tenant, tenant_id)  # read per message: compiled once
+        if not found:
             return None
         key = None
         if with_key:
             key = models.TenantApiKey.get_or_none(models.TenantApiKey.tenant_id == tenant_id)
-        return _to_record(self._codec, row, key)
+        return _to_record(self._codec, found[0], key)
 
     def exists(self, tenant_id: str) -> bool:
         return models.Tenant.select().where(models.Tenant.id == tenant_id).exists()
