@@ -48,10 +48,18 @@ class Supervised(pykka.ThreadingActor):
             else None,
         )
         self._cleanup()
+        self.tell_supervisor(ChildFailed(self.kind, self.key, repr(exception_value)))
+
+    def tell_supervisor(self, message: object) -> None:
+        """Tell the Supervisor, unless it already stopped (shutdown stops it first).
+
+        Nothing is lost then: what it would have been told (reports pending, a
+        failure, idleness) is found again in the store at the next start.
+        """
         try:
-            self.supervisor.tell(ChildFailed(self.kind, self.key, repr(exception_value)))
+            self.supervisor.tell(message)
         except pykka.ActorDeadError:
-            logger.debug("supervisor gone; %s %s not restarted", self.kind, self.key)
+            logger.debug("supervisor gone; %r from %s %s dropped", message, self.kind, self.key)
 
     def on_stop(self) -> None:
         self._cleanup()

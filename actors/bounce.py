@@ -222,7 +222,7 @@ class MailboxPoller(Supervised):
             counter = counter or self.ctx.metrics.pec_events
             counter.labels(*labels, event.label).inc()
         for tenant_id in names:
-            self.supervisor.tell(ReportsPending(tenant_id))
+            self.tell_supervisor(ReportsPending(tenant_id))
 
     def _now(self) -> int:
         return int(self.ctx.clock.time())

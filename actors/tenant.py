@@ -293,7 +293,7 @@ class TenantActor(Supervised):
         if busy or quiet_for < self._idle_s() or (wake_in is not None and wake_in < STAY_AWAKE_S):
             self._idle_timer = self.ctx.timers.after(self._idle_s(), self.actor_ref, IdleCheck())
             return
-        self.supervisor.tell(Idle(self.kind, self.key))
+        self.tell_supervisor(Idle(self.kind, self.key))
 
     def _idle_s(self) -> float:
         return min(TENANT_IDLE_S, float(self.ctx.settings.account_idle_stop))

@@ -52,7 +52,7 @@ def _config(
 id = "{tenant}"
 name = "Tenant {tenant}"
 client_base_url = "{tenant_url}/{tenant}"
-api_key = "${{TENANT_KEY}}"
+api_key = "{TENANT_KEY}-{tenant}"
 
 [[accounts]]
 tenant_id = "{tenant}"
@@ -284,7 +284,7 @@ def test_an_api_only_instance_forwards_run_now_to_the_active_one(
             what="the tenant's DND recorded",
         )
         calls = len(tenant_app.calls)
-        tenant = api_only.api.as_token(TENANT_KEY)
+        tenant = api_only.api.as_token(f"{TENANT_KEY}-acme")
         assert tenant.post("/commands/run-now").status_code == 200
         # The API-only instance cannot call; the active one does, once, DND lifted.
         tenant_app.wait_for_calls(calls + 1, timeout_s=10)
