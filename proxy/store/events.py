@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import peewee
 
 from proxy.store import models
+from proxy.store.prepared import Prepared, Slot
 from proxy.store.records import EventRecord, loads
 
 E = models.MessageEvent
@@ -38,6 +39,26 @@ def _chunks(items: Sequence[str], size: int = 500) -> list[list[str]]:
 
 def _unreported(tenant_id: str) -> peewee.Expression:
     return (E.tenant_id == tenant_id) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
+
+
+# Run by every sync call: compiled once (proxy/store/prepared.py).
+_UNREPORTED = Prepared(
+    lambda tenant_id, limit: (
+        E.select(E, M.id.alias("client_id"))
+        .join(M, on=(M.pk == E.message_pk))
+        .where(_unreported(tenant_id))
+        .order_by(E.event_ts, E.event_id)
+        .limit(limit)
+    ),
+    Slot.text(),
+    Slot.number(),
+)
+_COUNT_UNREPORTED = Prepared(
+    lambda tenant_id: E.select(peewee.fn.COUNT(E.event_id).alias("n")).where(
+        _unreported(tenant_id)
+    ),
+    Slot.text(),
+)
 
 
 class EventStore:
@@ -85,17 +106,10 @@ class EventStore:
 
     def unreported(self, tenant_id: str, limit: int) -> list[EventRecord]:
         """The oldest unreported reportable events of a tenant, in report order (SPEC §10.3)."""
-        query = (
-            E.select(E, M.id.alias("client_id"))
-            .join(M, on=(M.pk == E.message_pk))
-            .where(_unreported(tenant_id))
-            .order_by(E.event_ts, E.event_id)
-            .limit(limit)
-        )
-        return [_record(row, row.message.client_id) for row in query]
+        return [_record(row, row.client_id) for row in _UNREPORTED.rows(E, tenant_id, limit)]
 
     def count_unreported(self, tenant_id: str) -> int:
-        return E.select().where(_unreported(tenant_id)).count()
+        return int(_COUNT_UNREPORTED.rows(E, tenant_id)[0].n)
 
     def tenants_with_unreported(self) -> list[str]:
         query = (
