@@ -155,6 +155,9 @@ class TenantActor(Supervised):
             self._wake_at(self.ctx.clock.time() + LEASE_RETRY_S)
             return
         try:
+            if (unusable := sync.unusable_credentials(target)) is not None:
+                self._failed(tenant, unusable, now)
+                return
             # Read under the lease: whatever a previous caller acknowledged is not re-sent.
             events = store.events.unreported(self.tenant_id, self.ctx.settings.report_batch_size)
             self._call(tenant, target, events)

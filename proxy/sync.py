@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy import retry
-from proxy.store.records import EventRecord, TenantRecord
+from proxy.store.records import DECRYPTION_FAILED, EventRecord, TenantRecord, is_unusable
 
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
 FAILURE_BASE_S = 5.0
@@ -71,6 +71,18 @@ def sync_target(tenant: TenantRecord, fallback: GlobalSync) -> SyncTarget | None
     if user is not None:
         return SyncTarget(url, basic_auth=(user, password or ""))
     return SyncTarget(url)
+
+
+def unusable_credentials(target: SyncTarget) -> Failed | None:
+    """A target whose token or password no configured key decrypts is not called (SPEC §16).
+
+    Calling would send the mask in place of the secret; the call fails instead,
+    as a connection failure naming the cause (and the tenant backs off).
+    """
+    secrets = [target.bearer_token, *(target.basic_auth or ())]
+    if any(is_unusable(value) for value in secrets):
+        return Failed("connection", f"{DECRYPTION_FAILED}: the tenant's client_auth")
+    return None
 
 
 def report_item(event: EventRecord) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class AttachmentFailure(Exception):
         """The attempt's outcome: permanent → error now, temporary → retried with backoff."""
         if self.permanent:
             return PermFailure(self.text)
-        return TempFailure(self.text, reason="attachment")  # type: ignore[arg-type]
+        return TempFailure(self.text, reason="attachment")
 
 
 class FetchFailed(AttachmentFailure):

@@ -37,6 +37,7 @@ from proxy import netpolicy
 from proxy.attachments import pinned, safety
 from proxy.attachments.budget import CHUNK_BYTES, Spool
 from proxy.attachments.errors import PERMANENT, TEMPORARY, FetchFailed
+from proxy.store.records import DECRYPTION_FAILED, is_unusable
 
 MAX_REDIRECTS = 5
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
@@ -179,9 +180,9 @@ def _http_get(
         address = _checked_address(name, url, config)
         here = _origin(url)
         if auth is not None:
-            headers = auth_headers(auth) if here == first_origin else {}
+            headers = auth_headers(name, auth) if here == first_origin else {}
         else:
-            headers = auth_headers(tenant.client_auth) if here == tenant_origin else {}
+            headers = auth_headers(name, tenant.client_auth) if here == tenant_origin else {}
         _check_deadline(name, deadline)
         with pinned.session_to(address) as session, _translated(name):
             response = session.get(
@@ -212,7 +213,7 @@ def _endpoint(
     if not tenant.endpoint_url:
         raise FetchFailed(name, "no attachment endpoint configured", permanent=PERMANENT)
     deadline = time.monotonic() + config.timeout_s
-    headers = auth_headers(auth if auth is not None else tenant.endpoint_auth)
+    headers = auth_headers(name, auth if auth is not None else tenant.endpoint_auth)
     _check_deadline(name, deadline)
     with requests.Session() as session, _translated(name):
         session.trust_env = False
@@ -287,9 +288,16 @@ def _checked_address(name: str, url: str, config: FetchConfig) -> str:
     return addresses[0]
 
 
-def auth_headers(auth: Mapping[str, Any] | None) -> dict[str, str]:
-    """The Authorization header for a ``client_auth``-shaped object (none → no header)."""
+def auth_headers(name: str, auth: Mapping[str, Any] | None) -> dict[str, str]:
+    """The Authorization header for a ``client_auth``-shaped object (none → no header).
+
+    A secret no configured key decrypts fails the fetch (temporarily: the key may be
+    restored) instead of sending the mask in its place (SPEC §16).
+    """
     method = (auth or {}).get("method")
+    secrets = [(auth or {}).get(key) for key in ("token", "password")]
+    if any(is_unusable(value) for value in secrets):
+        raise FetchFailed(name, DECRYPTION_FAILED, permanent=TEMPORARY)
     if method == "bearer" and auth and auth.get("token"):
         return {"Authorization": f"Bearer {auth['token']}"}
     if method == "basic" and auth:

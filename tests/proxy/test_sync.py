@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy import sync
-from proxy.store.records import EventRecord, TenantRecord
+from proxy.store.records import EventRecord, TenantRecord, UnusableSecret
 
 
 def tenant(**fields: object) -> TenantRecord:
@@ -75,6 +75,20 @@ def test_target_carries_the_tenant_credentials() -> None:
     )
     assert sync.sync_target(bearer, NO_GLOBAL).bearer_token == "tok"
     assert sync.sync_target(basic, NO_GLOBAL).basic_auth == ("u", "p")
+
+
+def test_a_target_with_an_undecryptable_secret_is_not_called() -> None:
+    locked = UnusableSecret("ENC:sealed-under-a-lost-key")
+    assert sync.unusable_credentials(sync.SyncTarget("http://t", bearer_token="tok")) is None
+    assert sync.unusable_credentials(sync.SyncTarget("http://t", basic_auth=("u", "p"))) is None
+    for target in (
+        sync.SyncTarget("http://t", bearer_token=locked),
+        sync.SyncTarget("http://t", basic_auth=("u", locked)),
+    ):
+        failed = sync.unusable_credentials(target)
+        assert failed is not None
+        assert failed.reason == "connection"
+        assert failed.detail.startswith("credential decryption failed")
 
 
 def test_tenant_without_base_url_uses_the_global_target_or_none() -> None:

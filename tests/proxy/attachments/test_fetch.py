@@ -19,6 +19,7 @@ from proxy.attachments.budget import Spool
 from proxy.attachments.errors import FetchFailed
 from proxy.attachments.fetch import FetchConfig, TenantHttp, fetch, tenant_http
 from proxy.netpolicy import Policy
+from proxy.store.records import UnusableSecret
 from tests.fixtures.files_http import FileServer, start_file_server
 
 OPEN = Policy(allow_private=True)
@@ -225,6 +226,20 @@ def test_endpoint_posts_the_storage_path_with_bearer_auth(server) -> None:
     (request,) = server.seen()
     assert (request.method, request.path) == ("POST", "/mail-proxy/attachments")
     assert request.body == b'{"storage_path": "docs/42"}'
+
+
+def test_an_undecryptable_tenant_secret_fails_the_fetch_and_sends_nothing(server) -> None:
+    server.files["docs/42"] = b"from the tenant"
+    locked = UnusableSecret("ENC:sealed-under-a-lost-key")
+    for auth in (
+        {"method": "bearer", "token": locked},
+        {"method": "basic", "user": "u", "password": locked},
+    ):
+        tenant = tenant_http(server.url, None, auth, global_url=None, global_auth=None)
+        failed = failure(endpoint_item("docs/42"), config(), tenant)
+        assert failed.cause == "credential decryption failed"
+        assert not failed.permanent  # the key may come back: retried with backoff
+    assert server.seen() == []
 
 
 def test_endpoint_with_basic_auth_and_a_custom_path(server) -> None:

@@ -25,6 +25,7 @@ from proxy.store.rekey import reencrypt_secrets
 from tests.fixtures.proxy import fast_settings, message, running_proxy
 from tests.fixtures.smtp import SINK_PASSWORD, SINK_USER, start_sink
 from tests.fixtures.stores import accepted
+from tests.fixtures.waiting import wait_until
 
 NOW = 1_767_225_600
 KEY_A, KEY_B, KEY_C = bytes(range(32)), bytes(range(64, 96)), bytes(range(128, 160))
@@ -413,3 +414,23 @@ def test_an_undecryptable_password_is_a_temporary_failure(tmp_path) -> None:
             assert listed["password_set"] is True
             assert "password" not in listed
         assert sink.connections_opened == 0  # never tried with a wrong password
+
+
+def test_an_undecryptable_sync_token_fails_the_call_instead_of_sending_the_mask(
+    tmp_path, tenant_app
+) -> None:
+    auth = {"method": "bearer", "token": TOKEN}
+    with running_proxy(fast_settings(tmp_path, encryption_key=TEXT_A)) as (_server, api):
+        key = api.add_tenant("acme", client_base_url=tenant_app.url, client_auth=auth)
+        tenant_app.wait_for_calls(1)
+    calls = len(tenant_app.calls)
+    with running_proxy(fast_settings(tmp_path, encryption_key=TEXT_C)) as (_server, api):
+        assert api.as_token(key).post("/commands/run-now").status_code == 200  # forces a call
+
+        def failed() -> dict | None:
+            (status,) = api.get("/tenants/sync-status").json()["tenants"]
+            return status if status.get("last_error") else None
+
+        status = wait_until(failed, what="the sync failure recorded")
+        assert status["last_error"].startswith("credential decryption failed")
+        assert len(tenant_app.calls) == calls  # nothing was sent with the mask
