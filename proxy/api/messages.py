@@ -21,7 +21,7 @@ from proxy.api.accounts import tenant_scope
 from proxy.api.deps import Deps
 from proxy.clock import iso_utc
 from proxy.store import models
-from proxy.store.messages import MessageRow
+from proxy.store.message_reads import MessageRow
 from proxy.store.records import MASK, EventRecord, TenantRecord
 
 STATUSES = ("pending", "deferred", "suspended", "sending", "sent", "error")
