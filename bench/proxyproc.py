@@ -2,8 +2,10 @@
 
 Only the public interface is used (the config file and HTTP), so the benchmark
 measures what an operator runs. Each proxy gets a fresh temporary directory (its
-SQLite database, config and log). ``Usage`` reads the process's CPU seconds and
-peak RSS (``VmHWM`` on Linux, else the highest RSS sampled).
+SQLite database, config and log); given a ``db_url``, several proxies share that
+PostgreSQL database instead, each with its own ``GMP_INSTANCE_ID``. ``Usage``
+reads the process's CPU seconds and peak RSS (``VmHWM`` on Linux, else the highest
+RSS sampled).
 """
 
 from __future__ import annotations
@@ -60,14 +62,15 @@ def free_port() -> int:
 
 
 def config_text(
-    db_path: Path,
+    db_path: Path | str,
     port: int,
     tenants: list[Tenant],
     accounts: list[Account],
     *,
     api_only: bool = False,
 ) -> str:
-    """The TOML file; ``api_only`` sets ``start_active = false`` (no sending, no syncing)."""
+    """The TOML file; ``db_path`` is a SQLite file or a ``postgresql://`` URL; ``api_only``
+    sets ``start_active = false`` (no sending, no syncing)."""
     lines = [
         "[server]",
         'host = "127.0.0.1"',
@@ -182,15 +185,24 @@ class Proxy:
     """A running proxy subprocess with an admin session; use as a context manager."""
 
     def __init__(
-        self, tenants: list[Tenant], accounts: list[Account], label: str, *, api_only: bool = False
+        self,
+        tenants: list[Tenant],
+        accounts: list[Account],
+        label: str,
+        *,
+        api_only: bool = False,
+        db_url: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``db_url`` shares that database (no SQLite file of its own); ``env`` is added
+        to the proxy's environment (``GMP_INSTANCE_ID`` for one of several instances)."""
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{label}-")
         self.workdir = Path(self._tmp.name)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "proxy.log"
         config = self.workdir / "mail-proxy.toml"
-        db_path = self.workdir / "proxy.db"
+        db_path = db_url or self.workdir / "proxy.db"
         config.write_text(config_text(db_path, self.port, tenants, accounts, api_only=api_only))
         self.session = requests.Session()
         self.session.headers["X-API-Token"] = ADMIN_TOKEN
@@ -198,7 +210,7 @@ class Proxy:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 [sys.executable, "-m", "proxy", "serve", "--config", str(config)],
                 cwd=str(self.workdir),
-                env=os.environ | {"PYTHONPATH": str(_code_root)},
+                env=os.environ | (env or {}) | {"PYTHONPATH": str(_code_root)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop it in order

@@ -13,12 +13,18 @@ import subprocess
 from pathlib import Path
 
 from bench.measure import Row
+from bench.scale import Scaling
 from bench.scenarios import Isolation
 
 HEADERS = (
     "scenario", "N", "tenants", "msg/s", "ratio to bare", "ingest msg/s",
     "add p50 ms", "add p99 ms", "RSS MB", "CPU s", "notes",
 )  # fmt: skip
+SCALE_HEADERS = (
+    "instances", "N", "tenants", "msg/s", "x 1 instance", "ingest msg/s", "proxy CPU s",
+    "PostgreSQL CPU s", "sink+receiver+client CPU s", "cores busy", "CPU ms/msg", "notes",
+)  # fmt: skip
+REFERENCE_NOTES = ("median", "report latency", "load", "DEADLINE", "FAILED")
 
 
 def machine() -> str:
@@ -148,3 +154,40 @@ def isolation_text(iso: Isolation) -> str:
     ]
     lines += [f"- {note}" for note in iso.notes]
     return "\n".join(lines)
+
+
+def scale_table(scaling: Scaling, *, markdown: bool = False) -> str:
+    """K instances on PostgreSQL, then the SQLite single-instance reference (ratio to K=1)."""
+    lines = []
+    for row in scaling.rows:
+        work = (row.proxy_cpu_s or 0) + (row.postgres_cpu_s or 0)
+        lines.append([
+            str(row.instances), f"{row.n:,}", str(scaling.tenants), num(row.msg_s),
+            num(row.scaling, 2), num(row.ingest_msg_s), num(row.proxy_cpu_s, 1),
+            num(row.postgres_cpu_s, 1), num(row.other_cpu_s, 1), num(row.cores_busy, 2),
+            num(1000 * work / row.n if row.proxy_cpu_s is not None else None, 1),
+            "; ".join(row.notes),
+        ])  # fmt: skip
+    ref = scaling.reference
+    if ref is not None:
+        first = scaling.rows[0].msg_s if scaling.rows else None
+        ratio = ref.msg_s / first if ref.msg_s is not None and first else None
+        notes = [n for n in ref.notes if n.startswith(REFERENCE_NOTES)]
+        lines.append([
+            "1 (SQLite)", f"{ref.n:,}", str(ref.tenants), num(ref.msg_s), num(ratio, 2),
+            num(ref.ingest_msg_s), num(ref.cpu_s, 1), "-", "-", "-",
+            num(1000 * ref.cpu_s / ref.n if ref.cpu_s is not None else None, 1),
+            "; ".join(notes),
+        ])  # fmt: skip
+    if markdown:
+        out = ["| " + " | ".join(SCALE_HEADERS) + " |", "|" + "---|" * len(SCALE_HEADERS)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+    else:
+        table = [list(SCALE_HEADERS), *lines]
+        widths = [max(len(line[i]) for line in table) for i in range(len(SCALE_HEADERS) - 1)]
+        out = [
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + "  " + line[-1]
+            for line in table
+        ]
+    out += [f"- {note}" for note in scaling.notes]
+    return "\n".join(out)

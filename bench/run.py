@@ -5,6 +5,7 @@ Run from the repository root (see bench/README.md)::
     python -m bench.run --repeat 3      # everything, median of 3 (about 12 minutes)
     python -m bench.run --quick         # N = 1,000 only, no idle-1,000-tenants case
     python -m bench.run --scenarios bare,e2e --sizes 10000 --tenants 1 --profile /tmp/prof
+    python -m bench.run --scenarios scale --live   # 1, 2, 3 instances on one PostgreSQL
 
 Every server (SMTP sink, tenant receiver, the proxy) runs in its own process and
 is stopped at the end, on errors and on Ctrl-C too. Every wait has a deadline;
@@ -23,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import proxyproc, scenarios
+from bench import proxyproc, scale, scenarios
 from bench.measure import Row
 from bench.profile import MODES
 from bench.report import (
@@ -33,12 +34,16 @@ from bench.report import (
     markdown_table,
     num,
     revision,
+    scale_table,
     targets,
     text_table,
 )
+from bench.scale import Scaling
 from bench.scenarios import Isolation
 
-ALL = ("bare", "e2e", "api", "idle", "isolation")
+ALL = ("bare", "e2e", "api", "idle", "isolation", "scale")
+SIZES = "1000,10000"
+SCALE_SIZE = 5000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,13 +52,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}"
     )
-    parser.add_argument("--sizes", default="1000,10000", help="message counts N")
+    parser.add_argument(
+        "--sizes", help=f"message counts N (default {SIZES}; for scale {SCALE_SIZE})"
+    )
     parser.add_argument("--tenants", default="1,10", help="tenant counts for end-to-end runs")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs of each bare and e2e case; the median is kept"
+        "--repeat", type=int, default=1, help="runs of each bare, e2e and scale case; median kept"
     )
     parser.add_argument("--isolation-reps", type=int, default=5, help="runs of each side")
     parser.add_argument("--idle-tenants", type=int, default=1000, help="tenants (2 accounts each)")
+    parser.add_argument(
+        "--instances", default="1,2,3", help="instance counts K for scale (first is the base)"
+    )
     parser.add_argument(
         "--live", action="store_true", help="run the working tree, not a snapshot taken at start"
     )
@@ -74,7 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(ALL)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    args.sizes = [1000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in (args.sizes or SIZES).split(",")]
+    args.scale_sizes = [1000] if args.quick else sizes if args.sizes else [SCALE_SIZE]
+    args.sizes = [1000] if args.quick else sizes
+    args.instances = tuple(int(k) for k in args.instances.split(","))
     args.tenants = [int(t) for t in args.tenants.split(",")]
     if args.quick and "idle" in args.scenarios:
         args.scenarios.remove("idle")
@@ -125,8 +138,8 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _run_all(args: argparse.Namespace, rows: list[Row]) -> Isolation | None:
-    """Every chosen scenario in order; rows are appended as they are measured."""
+def _run_all(args: argparse.Namespace, rows: list[Row], scaled: list[Scaling]) -> Isolation | None:
+    """Every chosen scenario in order; rows (and scaling rows) are appended as measured."""
     bare: dict[int, float | None] = {}
     if {"bare", "e2e"} & set(args.scenarios):
         for n in args.sizes:
@@ -166,10 +179,37 @@ def _run_all(args: argparse.Namespace, rows: list[Row]) -> Isolation | None:
             rows,
             Row("idle", 0, n_idle),
         )
+    if "scale" in args.scenarios:
+        for n in args.scale_sizes:
+            _scale(args, n, scaled)
     if "isolation" in args.scenarios:
         print("\n== isolation: B's 100 messages alone vs behind A's 2,000 at 100 ms/DATA")
         return scenarios.isolation(reps=args.isolation_reps)
     return None
+
+
+def _scale(args: argparse.Namespace, n: int, scaled: list[Scaling]) -> None:
+    """K instances on one PostgreSQL database; a failure is noted and the run goes on."""
+    ks = ", ".join(map(str, args.instances))
+    print(f"\n== {ks} instance(s) on one PostgreSQL, N={n:,}, {scale.TENANTS} tenants")
+    scaling = Scaling(n)
+    scaled.append(scaling)
+
+    def report(row: scale.ScaleRow) -> None:
+        print(scale_table(Scaling(n, rows=[row])), flush=True)
+
+    try:
+        scale.run(
+            scaling,
+            args.instances,
+            repeat=args.repeat,
+            profile_dir=args.profile,
+            profile_mode=args.profile_mode,
+            report=report,
+        )
+    except Exception as exc:  # noqa: BLE001 (one failed scenario must not end the run)
+        traceback.print_exc()
+        scaling.notes.append(f"FAILED: {type(exc).__name__}: {exc}"[:200])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     rows: list[Row] = []
     iso: Isolation | None = None
+    scaled: list[Scaling] = []
     header, code = machine(), "not chosen yet"
     print(f"machine: {header}; {load()}", flush=True)
     try:
@@ -189,16 +230,25 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 code = _take_snapshot(args.code or Path(temporary))
             print(f"code: {code}", flush=True)
-            iso = _run_all(args, rows)
+            iso = _run_all(args, rows, scaled)
     except KeyboardInterrupt:
         print("\ninterrupted: every process was stopped; figures so far follow", file=sys.stderr)
-    print("\n" + text_table(rows))
+    if rows or not scaled:
+        print("\n" + text_table(rows))
+    for scaling in scaled:
+        print("\n" + scale_table(scaling))
     print("\n---- Markdown ----\n")
     print(f"Machine: {header}; {code}; at the end: {load()}\n")
-    print(markdown_table(rows))
+    if rows or not scaled:
+        print(markdown_table(rows))
     if iso is not None:
         print("\nIsolation (tenant B's 100 messages delivered and reported):\n")
         print(isolation_text(iso))
+    for scaling in scaled:
+        print(
+            f"\nSeveral instances on one PostgreSQL (N={scaling.n:,}, {scaling.tenants} tenants):\n"
+        )
+        print(scale_table(scaling, markdown=True))
     print("\nTargets:\n")
     print("\n".join(targets(rows, iso)) or "- (nothing measured)")
     return 0
