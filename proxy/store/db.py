@@ -21,14 +21,13 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 from peewee import PostgresqlDatabase
-from playhouse.pool import PooledPostgresqlDatabase
 
 from proxy.store import models
+from proxy.store.postgres import POOL_WAIT_S, SharedPostgresDatabase
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
-POOL_WAIT_S = 30  # how long a thread waits for a free PostgreSQL connection
 
 
 class StoreError(Exception):
@@ -237,39 +236,6 @@ class Store:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
-
-
-class SharedPostgresDatabase(PooledPostgresqlDatabase):
-    """A pooled PostgreSQL database whose threads hold a connection only while they use it.
-
-    peewee keeps one connection per thread until it is closed; with an actor
-    thread per account that would need as many connections as accounts. Here a
-    thread gives its connection back to the pool after each statement run outside
-    a transaction and after its outermost transaction ends, so ``GMP_DB_POOL_SIZE``
-    bounds the connections however many actors run; a thread finding the pool
-    empty waits for one (``POOL_WAIT_S``). Results are read client-side by
-    psycopg2, so a cursor stays readable after its connection went back.
-    """
-
-    def _connect_raw(self) -> Any:
-        """A connection outside the pool, for a lock held as long as the process."""
-        return PostgresqlDatabase._connect(self)
-
-    def execute_sql(self, sql: str, params: Any = None) -> Any:
-        cursor = super().execute_sql(sql, params)
-        if self.transaction_depth() == 0:
-            self.close()
-        return cursor
-
-    @contextlib.contextmanager
-    def atomic(self, *args: Any, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
-        outermost = self.transaction_depth() == 0
-        try:
-            with super().atomic(*args, **kwargs) as transaction:
-                yield transaction
-        finally:
-            if outermost and self.transaction_depth() == 0:
-                self.close()
 
 
 def _take_lock(path: str) -> IO[str]:
