@@ -175,7 +175,7 @@ def test_a_killed_instance_loses_nothing_and_its_claims_are_taken_over(
     everything = {i for group in ids.values() for i in group}
     config = _config(
         tmp_path / "mail-proxy.toml", db_url=db_url, smtp_port=smtp_sink.port,
-        tenant_url=tenant_app.url, lease_s=3,
+        tenant_url=tenant_app.url, lease_s=5,  # short: a quick takeover, renewed every ~1.7 s
     )  # fmt: skip
     instances = _start_instances(tmp_path, config, 3)
     try:
