@@ -62,3 +62,4 @@ class Heartbeat:
                     )
             except peewee.PeeweeException:
                 logger.exception("heartbeat of %s failed; retrying", self.instance_id)
+        self._instances.release_thread_connection()

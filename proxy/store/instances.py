@@ -99,6 +99,11 @@ class InstanceStore:
         with self._db.atomic():
             H.delete().where((H.instance_id == instance_id) & (H.nonce == nonce)).execute()
 
+    def release_thread_connection(self) -> None:
+        """Close the calling thread's connection (the heartbeat thread, as it ends)."""
+        if not self._db.is_closed():
+            self._db.close()
+
     def live(self, now: int, max_age_s: int = HEARTBEAT_MAX_AGE_S) -> list[InstanceRecord]:
         """Instances whose heartbeat is younger than ``max_age_s``, by id."""
         query = H.select().where(H.last_heartbeat_ts > now - max_age_s).order_by(H.instance_id)
