@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import sqlite3
@@ -23,6 +24,7 @@ import peewee
 from peewee import PostgresqlDatabase
 
 from proxy.store import models
+from proxy.store.instances import InstanceIdInUse
 from proxy.store.postgres import POOL_WAIT_S, SharedPostgresDatabase
 
 logger = logging.getLogger(__name__)
@@ -175,8 +177,6 @@ class Store:
         """
         if self.is_sqlite:
             return
-        from proxy.store.instances import InstanceIdInUse, advisory_key  # noqa: PLC0415
-
         conn = self.db._connect_raw()  # type: ignore[attr-defined]
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(f"id:{instance_id}"),))
@@ -291,9 +291,12 @@ def locked(query: peewee.Select, db: peewee.Database) -> peewee.Select:
     return query.for_update() if isinstance(db, PostgresqlDatabase) else query
 
 
-def _advisory_xact_lock(db: peewee.Database, name: str) -> None:
-    from proxy.store.instances import advisory_key  # noqa: PLC0415
+def advisory_key(text: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL advisory locks (names, not numbers, in code)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
+
+def _advisory_xact_lock(db: peewee.Database, name: str) -> None:
     db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (advisory_key(name),))
 
 

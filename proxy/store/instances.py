@@ -15,7 +15,6 @@ carries another nonce), the row is taken over and the takeover logged.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -40,11 +39,6 @@ class InstanceRecord:
     started_ts: int
     last_heartbeat_ts: int
     active: bool
-
-
-def advisory_key(text: str) -> int:
-    """A stable signed 64-bit key for ``pg_advisory_lock`` (names, not numbers, in our code)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
 class InstanceStore:

@@ -25,6 +25,7 @@ import peewee
 from proxy import ratelimit
 from proxy.ratelimit import Allow, Decision, Limit
 from proxy.store import models
+from proxy.store.db import locked
 
 RC = models.RateCounter
 RETENTION_S = 2 * ratelimit.WINDOWS["day"]  # SPEC §7.1 rule 4: rows older than two days go
@@ -134,11 +135,11 @@ class RateLimitStore:
         RC.insert_many(
             [{"scope": k.scope, "window": k.window, "window_start": k.window_start} for k in keys]
         ).on_conflict_ignore().execute()
-        query = (
+        query = locked(
             RC.select(RC.scope, RC.window, RC.window_start, RC.count)
             .where(_matches(keys))
-            .order_by(RC.scope, RC.window, RC.window_start)
-            .for_update()
+            .order_by(RC.scope, RC.window, RC.window_start),
+            self._db,
         )
         return {CounterKey(r.scope, r.window, r.window_start): r.count for r in query}
 
