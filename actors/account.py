@@ -19,12 +19,16 @@ before the next send (SPEC §18.3).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pykka
 
 from actors._context import ActorContext
+from actors._pipeline import Attempted, Ready
 from actors._supervised import Supervised
 from actors._timer import Cancel
 from actors.messages import (
@@ -40,7 +44,7 @@ from proxy import ratelimit
 from proxy.attachments import pipeline as attachments
 from proxy.attachments.errors import AttachmentFailure
 from proxy.smtp import mime
-from proxy.smtp.client import SmtpConnection, SmtpEndpoint
+from proxy.smtp.client import Overlap, SmtpConnection, SmtpEndpoint
 from proxy.smtp.errors import PermFailure, Sent, TempFailure
 from proxy.store.outcomes import Outcome
 from proxy.store.records import (
@@ -48,7 +52,6 @@ from proxy.store.records import (
     AccountRecord,
     ClaimedMessage,
     MessageToSend,
-    TenantRecord,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,11 @@ class AccountActor(Supervised):
         self._bounce_return_path: str | None = None
         self._paused_until = 0.0  # a reached rate-limit window: claim nothing before it ends
         self._pause_timer: Cancel | None = None
+        self._ready: Ready | None = None  # the next message, begun while the last was answered
+        self._unrecorded: Attempted | None = None  # written during the next send's envelope
+        self._wrote_event = False  # since the tenant was last told
+        self._overlap = Overlap(envelope=self._record_unrecorded, final_reply=self._prepare_next)
+        self._send_duration = self.ctx.metrics.send_duration.labels(self.tenant_id, self.account_id)
         # Claims this instance holds for this account belong to a predecessor
         # that crashed or was stopped: give them back so they are sent at once.
         self.ctx.store.messages.release_account_claims(
@@ -106,6 +114,11 @@ class AccountActor(Supervised):
             self.actor_ref.tell(WorkAvailable())
 
     def _cleanup(self) -> None:
+        if getattr(self, "_unrecorded", None) is not None:
+            try:
+                self._record_unrecorded()
+            except Exception:  # the store failed: the claim's lease brings the message back
+                logger.exception("outcome could not be written", extra=self._log_extra)
         for timer in (getattr(self, "_idle_timer", None), getattr(self, "_pause_timer", None)):
             if timer is not None:
                 timer()
@@ -113,7 +126,7 @@ class AccountActor(Supervised):
         if conn is not None:
             self._conn = None
             conn.close()
-        if getattr(self, "_queue", None):
+        if getattr(self, "_queue", None) or getattr(self, "_ready", None):
             self._release_queue()  # not yet attempted: hand them back (SPEC §17)
         super()._cleanup()
 
@@ -142,6 +155,7 @@ class AccountActor(Supervised):
             # Jump the queue: claimed priority-0 rows go before the rest of the batch.
             fresh = self._claim(max_priority=0)
             if fresh:
+                self._requeue_ready()  # prepared before it arrived: it waits again
                 self._queue.extendleft(reversed(fresh))
         if not self._busy:
             self._busy = True
@@ -163,29 +177,31 @@ class AccountActor(Supervised):
         A ``Stop``, an immediate message or a reload still waits behind at most the
         one send in flight: the inbox is checked before every further send. Fewer
         hand-offs per message, and the tenant is told about new events once a turn.
+        An outcome left for the next send's envelope is written before the turn ends.
         """
-        reported = False
-        for _ in range(SENDS_PER_TURN):
-            attempted = self._send_one()
-            if attempted is None:
-                break
-            reported |= attempted
-            if not self.actor_inbox.empty():
-                break
-        if reported:
+        attempted = None
+        try:
+            for _ in range(SENDS_PER_TURN):
+                attempted = self._send_one()
+                if attempted is None or not self.actor_inbox.empty():
+                    break
+        finally:
+            self._record_unrecorded()
+        if self._wrote_event:
+            self._wrote_event = False
             self.tell_supervisor(ReportsPending(self.tenant_id))
         if attempted is not None:
             self.actor_ref.tell(SendNext())
 
     def _send_one(self) -> bool | None:
-        """Attempt the next claimed row: whether it wrote an event; None when out of work."""
+        """Attempt the next message; None when out of work."""
         if self.ctx.stopping.is_set():
             return None
         if self.ctx.clock.time() < self._paused_until:
             self._release_queue()
             self._go_idle()
             return None
-        if not self._queue:
+        if self._ready is None and not self._queue:
             self._queue.extend(self._claim())
             self._last_renewal = self.ctx.clock.monotonic()
             # Read once per batch: it changes only through PUT /instance.
@@ -194,7 +210,8 @@ class AccountActor(Supervised):
                 self._go_idle()
                 return None
         self._renew_leases_if_due()
-        return self._attempt(self._queue.popleft())
+        self._attempt()
+        return True
 
     def _claim(self, max_priority: int | None = None) -> list[ClaimedMessage]:
         tenant = self.ctx.store.tenants.get(self.tenant_id, with_key=False)
@@ -211,25 +228,65 @@ class AccountActor(Supervised):
             max_priority=max_priority,
         )
 
-    def _attempt(self, claimed: ClaimedMessage) -> bool:
-        store = self.ctx.store
-        tenant = store.tenants.get(self.tenant_id, with_key=False)
-        sending = store.messages.begin_attempt(
+    def _attempt(self) -> None:
+        """Send the prepared message or the next claimed row; its outcome is written later.
+
+        The outcome is written while the next send's MAIL FROM is answered (before
+        any of its data goes out, SPEC §18.3 rule 2) or at the end of the turn.
+        """
+        ready, self._ready = self._ready, None
+        if ready is None:
+            ready = self._begin(self._queue.popleft())
+            if ready is None:
+                return
+        decision, outcome, message_id = self._send_within_limits(ready)
+        self._record_unrecorded()  # a no-op when the send's envelope hook wrote it
+        rate_limited = not isinstance(decision, ratelimit.Allow)
+        self._unrecorded = Attempted(
+            ready.sending, outcome, message_id, rate_limited, ready.tenant_name
+        )
+
+    def _begin(self, claimed: ClaimedMessage) -> Ready | None:
+        """Re-read a claimed row and mark it sending (SPEC §18.3 rule 1); None: skip it."""
+        tenant = self.ctx.store.tenants.get(self.tenant_id, with_key=False)
+        sending = self.ctx.store.messages.begin_attempt(
             claimed.pk,
             tenant,
             me=self.ctx.instance_id,
             now=self._now(),
             lease_s=self.ctx.settings.claim_lease_seconds,
         )
-        if sending is None:
-            return False
-        decision, outcome, message_id = self._send_within_limits(sending, tenant)
-        recorded = store.messages.record_outcome(
+        return None if sending is None else Ready(claimed, sending, tenant)
+
+    def _prepare_next(self) -> None:
+        """While the server works on a message: begin and build the next one.
+
+        Not when something waits in the inbox (a ``Stop`` or an immediate message
+        goes first) or the account is paused. A message with attachments is only
+        begun: its attachments are fetched just before its own send.
+        """
+        if self._ready is not None or not self._queue or not self.actor_inbox.empty():
+            return
+        if self.ctx.stopping.is_set() or self.ctx.clock.time() < self._paused_until:
+            return
+        ready = self._begin(self._queue.popleft())
+        if ready is not None and not ready.sending.payload.get("attachments"):
+            with contextlib.suppress(ValueError, TypeError, UnicodeError):  # built again, reported
+                ready.built = self._build(ready.sending, ready.sending.payload)
+        self._ready = ready
+
+    def _record_unrecorded(self) -> None:
+        """Write the last attempt's outcome and event, release its claim, count it."""
+        attempted, self._unrecorded = self._unrecorded, None
+        if attempted is None:
+            return
+        sending = attempted.sending
+        recorded = self.ctx.store.messages.record_outcome(
             sending,
-            outcome,
+            attempted.outcome,
             me=self.ctx.instance_id,
             now=self._now(),
-            message_id=message_id,
+            message_id=attempted.message_id,
             max_retries=self.ctx.settings.max_retries,
             retry_delays=self.ctx.settings.retry_delays,
             rng=self.ctx.rng,
@@ -240,10 +297,11 @@ class AccountActor(Supervised):
                 sending.pk,
                 extra=self._log_extra | {"pk": sending.pk},
             )
-            return False
-        tenant_name = tenant.display_name if tenant else self.tenant_id
+            return
+        self._wrote_event = True
+        tenant_name = attempted.tenant_name
         self._count(recorded.event_type, tenant_name)
-        if not isinstance(decision, ratelimit.Allow):
+        if attempted.rate_limited:
             self.ctx.metrics.rate_limited.labels(
                 self.tenant_id, tenant_name, self.account_id, self.account_id
             ).inc()
@@ -255,14 +313,11 @@ class AccountActor(Supervised):
                 recorded.event_type,
                 extra=self._log_extra | {"pk": sending.pk},
             )
-        return True
 
-    def _send_within_limits(
-        self, sending: MessageToSend, tenant: TenantRecord | None
-    ) -> tuple[ratelimit.Decision, Outcome, str | None]:
+    def _send_within_limits(self, ready: Ready) -> tuple[ratelimit.Decision, Outcome, str | None]:
         """Reserve rate-limit units (SPEC §7.1 rule 3), then send; a failed send gives them back."""
         account = self._load_account()
-        limits = ratelimit.limits_for(account, tenant) if account is not None else ()
+        limits = ratelimit.limits_for(account, ready.tenant) if account is not None else ()
         ids = {"tenant_id": self.tenant_id, "account_id": self.account_id}
         reserved_at = self._now()
         decision = self.ctx.store.ratelimits.reserve(limits, now=reserved_at, **ids)
@@ -272,50 +327,66 @@ class AccountActor(Supervised):
                 return decision, decision, None
             case ratelimit.Reject(reason=reason):
                 return decision, PermFailure(reason), None
-        outcome, message_id = self._transmit(sending)
+        outcome, message_id = self._transmit(ready)
         if not isinstance(outcome, Sent):
             self.ctx.store.ratelimits.release(limits, reserved_at=reserved_at, **ids)
         return decision, outcome, message_id
 
-    def _transmit(self, sending: MessageToSend) -> tuple[Outcome, str | None]:
+    def _transmit(self, ready: Ready) -> tuple[Outcome, str | None]:
         account = self._load_account()
         if account is None:
             return PermFailure("account not found"), None
         if account.password_unusable:  # no configured key decrypts it (SPEC §16 rule 4)
             return TempFailure(DECRYPTION_FAILED, "connection"), None
+        if ready.built is not None:
+            return self._deliver(account, ready.built), ready.built.message_id
+        sending = ready.sending
         try:
             # Fetch attachments, apply large-file rules, hold their memory until sent (SPEC §9).
             with attachments.prepare(self.ctx, sending, now=self._now()) as prepared:
                 try:
                     built = prepared.complete(
-                        mime.build(
-                            prepared.payload,
-                            pk=sending.pk,
-                            now_ts=self._now(),
-                            bounce_return_path=self._bounce_return_path,
-                            attachments=prepared.take_contents(),
-                        )
+                        self._build(sending, prepared.payload, prepared.take_contents())
                     )
                 except (ValueError, TypeError, UnicodeError) as exc:
                     logger.exception(
                         "message %s could not be built", sending.pk, extra=self._log_extra
                     )
                     return PermFailure(f"message could not be built: {exc}"), None
-                if self._conn is None:
-                    self._conn = SmtpConnection(
-                        endpoint_for(account),
-                        connect_timeout_s=self.ctx.settings.smtp_connect_timeout,
-                        send_timeout_s=self.ctx.settings.smtp_send_timeout,
-                        helo_name=self.ctx.settings.helo_name,
-                    )
-                started = self.ctx.clock.monotonic()
-                outcome = self._conn.send(built)
-                self.ctx.metrics.send_duration.labels(self.tenant_id, self.account_id).observe(
-                    self.ctx.clock.monotonic() - started
-                )
-                return outcome, built.message_id
+                return self._deliver(account, built), built.message_id
         except AttachmentFailure as failure:
             return failure.outcome, None
+
+    def _build(
+        self,
+        sending: MessageToSend,
+        payload: Mapping[str, Any],
+        contents: Sequence[mime.AttachmentContent] = (),
+    ) -> mime.BuiltMessage:
+        return mime.build(
+            payload,
+            pk=sending.pk,
+            now_ts=self._now(),
+            bounce_return_path=self._bounce_return_path,
+            attachments=contents,
+        )
+
+    def _deliver(self, account: AccountRecord, built: mime.BuiltMessage) -> Outcome:
+        """One SMTP transaction, overlapped with the owner's own work (``Overlap``).
+
+        The last outcome is written and the next message prepared while the server answers.
+        """
+        if self._conn is None:
+            self._conn = SmtpConnection(
+                endpoint_for(account),
+                connect_timeout_s=self.ctx.settings.smtp_connect_timeout,
+                send_timeout_s=self.ctx.settings.smtp_send_timeout,
+                helo_name=self.ctx.settings.helo_name,
+            )
+        started = self.ctx.clock.monotonic()
+        outcome = self._conn.send(built, self._overlap)
+        self._send_duration.observe(self.ctx.clock.monotonic() - started)
+        return outcome
 
     def _count(self, event_type: str, tenant_name: str) -> None:
         labels = (self.tenant_id, tenant_name, self.account_id, self.account_id)
@@ -337,7 +408,16 @@ class AccountActor(Supervised):
             delay = max(0.0, until_ts - self.ctx.clock.time())
             self._pause_timer = self.ctx.timers.after(delay, self.actor_ref, WorkAvailable())
 
+    def _requeue_ready(self) -> None:
+        """Put a prepared (begun, not sent) message back at the head of the queue."""
+        ready, self._ready = self._ready, None
+        if ready is not None and self.ctx.store.messages.abandon_attempt(
+            ready.claimed.pk, me=self.ctx.instance_id
+        ):
+            self._queue.appendleft(ready.claimed)
+
     def _release_queue(self) -> None:
+        self._requeue_ready()
         if self._queue:
             self.ctx.store.messages.release_claims_of(
                 [c.pk for c in self._queue], me=self.ctx.instance_id

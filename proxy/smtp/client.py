@@ -122,9 +122,45 @@ class _OutcomeError(Exception):
         self.failure = failure
 
 
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    """The owner's own work, run while the server is busy with this message.
+
+    ``envelope`` runs once MAIL FROM has been written and before its reply is
+    read, so always before any byte of the data goes out; ``final_reply`` runs
+    once the data has been written, before the final reply is read. A send
+    runs each hook at most once and not at all when it ends before that point
+    (the owner then runs its work itself). A hook's exception is not an SMTP
+    outcome: the session is dropped and the exception leaves ``send``.
+    """
+
+    envelope: Callable[[], None] | None = None
+    final_reply: Callable[[], None] | None = None
+
+
+class _HookFailed(Exception):
+    """An ``Overlap`` hook raised; carries the original exception out of the coroutine."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 @dataclass(slots=True)
 class _Progress:
+    overlap: Overlap = Overlap()
     data_started: bool = False
+    hooks_run: set[str] = field(default_factory=set)
+
+    def run_hook(self, name: str) -> None:
+        hook = getattr(self.overlap, name)
+        if hook is None or name in self.hooks_run:
+            return
+        self.hooks_run.add(name)
+        try:
+            hook()
+        except Exception as exc:
+            raise _HookFailed(exc) from exc
 
 
 class SmtpConnection:
@@ -153,24 +189,29 @@ class SmtpConnection:
         """Whether a session is open (as far as this thread has seen)."""
         return self._smtp is not None and self._smtp.is_connected
 
-    def send(self, msg: BuiltMessage) -> Outcome:
-        """Deliver one message; connection trouble comes back as a failure, never raised."""
+    def send(self, msg: BuiltMessage, overlap: Overlap = Overlap()) -> Outcome:
+        """Deliver one message; connection trouble comes back as a failure, never raised.
+
+        ``overlap`` is work of the owner's to run while the server answers (see
+        ``Overlap``); only its exceptions are raised.
+        """
         if self._loop.is_closed():
             raise RuntimeError("SmtpConnection used after close()")
+        progress = _Progress(overlap)
         smtp = self._idle_checked_session()
         reused = smtp is not None
         if smtp is None:
             smtp = self._connect()
             if not isinstance(smtp, aiosmtplib.SMTP):
                 return smtp
-        outcome, connection_lost = self._attempt(smtp, msg)
+        outcome, connection_lost = self._attempt(smtp, msg, progress)
         if connection_lost and reused:
             # SPEC §6.2.3: a stale reused session failed before DATA; not an attempt.
             logger.info("reused SMTP connection to %s failed; reconnecting", self._where())
             smtp = self._connect()
             if not isinstance(smtp, aiosmtplib.SMTP):
                 return smtp
-            outcome, _ = self._attempt(smtp, msg)
+            outcome, _ = self._attempt(smtp, msg, progress)
         return outcome
 
     def close_if_expired(self) -> bool:
@@ -274,11 +315,16 @@ class SmtpConnection:
 
     # -- transaction -------------------------------------------------------------
 
-    def _attempt(self, smtp: aiosmtplib.SMTP, msg: BuiltMessage) -> tuple[Outcome, bool]:
+    def _attempt(
+        self, smtp: aiosmtplib.SMTP, msg: BuiltMessage, progress: _Progress
+    ) -> tuple[Outcome, bool]:
         """Run MAIL..DATA once; also say whether the session was lost before DATA."""
-        progress = _Progress()
+        progress.data_started = False
         try:
             outcome = self._run(_transaction(smtp, msg, progress), self._send_timeout_s)
+        except _HookFailed as failed:
+            self._drop()  # left mid-transaction: never reuse it
+            raise failed.original from None
         except _ERRORS as exc:
             failure, lost = _translate(exc, f"sending to {self._where()}")
             if lost or isinstance(exc, TimeoutError) or not smtp.is_connected:
@@ -299,10 +345,16 @@ class SmtpConnection:
             self._drop()
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
-        return self._loop.run_until_complete(asyncio.wait_for(coro, timeout_s))
+        return self._loop.run_until_complete(_within(coro, timeout_s))
 
     def _where(self) -> str:
         return f"{self._endpoint.host}:{self._endpoint.port}"
+
+
+async def _within(coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """``coro`` under a deadline, without the extra task ``asyncio.wait_for`` creates."""
+    async with asyncio.timeout(timeout_s):
+        return await coro
 
 
 async def _greet(smtp: aiosmtplib.SMTP) -> None:
@@ -336,7 +388,7 @@ async def _transaction(smtp: aiosmtplib.SMTP, msg: BuiltMessage, progress: _Prog
             options.append("BODY=8BITMIME")
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(msg.data)}")
-    await smtp.mail(msg.envelope_from, options=options, encoding=encoding)
+    await _mail(smtp, msg.envelope_from, options, encoding, progress)
     refused = []
     for recipient in msg.recipients:
         try:
@@ -348,8 +400,30 @@ async def _transaction(smtp: aiosmtplib.SMTP, msg: BuiltMessage, progress: _Prog
     if len(refused) == len(msg.recipients):
         return all_refused(refused)
     progress.data_started = True
-    response = await send_data(smtp, msg.data)  # streamed: no whole-message copies
+    response = await send_data(  # streamed: no whole-message copies
+        smtp, msg.data, while_waiting=lambda: progress.run_hook("final_reply")
+    )
     return Sent(response.code, response.message, tuple(refused))
+
+
+async def _mail(
+    smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str, progress: _Progress
+) -> None:
+    """MAIL FROM, with the ``envelope`` hook run while the server answers it."""
+    if progress.overlap.envelope is None or "envelope" in progress.hooks_run:
+        await smtp.mail(sender, options=options, encoding=encoding)
+        return
+    mail = asyncio.ensure_future(smtp.mail(sender, options=options, encoding=encoding))
+    try:
+        await asyncio.sleep(0)  # the task runs up to its read: the command is on the wire
+        progress.run_hook("envelope")
+    except BaseException:
+        mail.cancel()
+        await asyncio.wait([mail])
+        if not mail.cancelled():
+            mail.exception()  # retrieved: asyncio would log it otherwise
+        raise
+    await mail
 
 
 def _abort(smtp: aiosmtplib.SMTP) -> None:

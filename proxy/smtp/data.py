@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
@@ -71,7 +71,11 @@ def _crlf(piece: bytes) -> bytes:
 
 
 async def send_data(
-    smtp: aiosmtplib.SMTP, data: bytes | memoryview, *, chunk_size: int = CHUNK_SIZE
+    smtp: aiosmtplib.SMTP,
+    data: bytes | memoryview,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    while_waiting: Callable[[], None] | None = None,
 ) -> aiosmtplib.SMTPResponse:
     """Send DATA, then ``data`` in chunks, and return the server's 250 reply.
 
@@ -80,7 +84,8 @@ async def send_data(
     (``SMTPServerDisconnected`` or the transport's own) when the server goes away,
     a ``TimeoutError`` when the final reply takes longer than ``smtp.timeout``.
     After either of the last two the session's state is unknown and the caller
-    must drop it (``client._attempt`` does). Uses only public aiosmtplib calls,
+    must drop it (``client._attempt`` does). ``while_waiting`` runs once the data
+    is written, while the server works on it. Uses only public aiosmtplib calls,
     except ``_drain`` below.
     """
     start = await smtp.execute_command(b"DATA")
@@ -100,7 +105,10 @@ async def send_data(
         except ConnectionError:
             if not _has_result(reply):
                 raise
-        response = await asyncio.wait_for(reply, smtp.timeout)
+        if while_waiting is not None:
+            while_waiting()
+        async with asyncio.timeout(smtp.timeout):
+            response = await reply
     finally:
         reply.cancel()  # a no-op once it is done
         await asyncio.wait([reply])  # no reader outlives the send

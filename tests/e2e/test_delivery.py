@@ -6,7 +6,7 @@ import email
 
 import pytest
 
-from tests.fixtures.proxy import fast_settings, message, running_proxy
+from tests.fixtures.proxy import Api, fast_settings, message, running_proxy
 from tests.fixtures.smtp import DROP, SINK_PASSWORD, SINK_USER, STALL, start_sink
 from tests.fixtures.waiting import wait_until
 
@@ -161,3 +161,29 @@ def test_a_stalled_server_times_out_and_is_retried(tmp_path, smtp_sink) -> None:
         api.add_messages(message("slow"))
         stored = api.wait_status("slow", "deferred", timeout_s=15)
         assert stored["retry_count"] == 1
+
+
+def test_each_outcome_is_written_before_the_next_message_goes_out(tmp_path, smtp_sink) -> None:
+    """SPEC §18.3 rule 2 with the account's send pipeline: whenever the server holds a
+    message's data, every message it accepted earlier is already recorded as sent."""
+    with running_proxy(fast_settings(tmp_path)) as (server, api):
+        _tenant_and_account(api, smtp_sink, use_tls=False)
+        reader = Api(server.url)  # used from the SMTP server's thread
+        accepted: list[str] = []
+        not_recorded: list[tuple[str, str]] = []
+
+        def check(received) -> bool:
+            mail_id = email.message_from_bytes(received.data)["X-Genro-Mail-ID"]
+            for earlier in accepted:
+                status = reader.message(earlier)["status"]
+                if status != "sent":
+                    not_recorded.append((earlier, status))
+            accepted.append(mail_id)
+            return False  # never hold: only look
+
+        smtp_sink.hold_data(check)
+        api.add_messages(*(message(f"m{i:02d}") for i in range(20)))
+
+        assert len(smtp_sink.wait_for(20)) == 20
+        assert not_recorded == []
+        wait_until(lambda: all(m["status"] == "sent" for m in api.messages()), what="all sent")

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from proxy.smtp.client import SmtpConnection, SmtpEndpoint, tls_mode
+from proxy.smtp.client import Overlap, SmtpConnection, SmtpEndpoint, tls_mode
 from proxy.smtp.errors import (
     SMTPUTF8_UNSUPPORTED,
     STARTTLS_UNSUPPORTED,
@@ -384,3 +384,72 @@ def test_held_data_reply_waits_for_release(smtp_sink):
     assert not sender.is_alive()
     assert isinstance(outcomes[0], Sent)
     assert len(smtp_sink.wait_for(1)) == 1
+
+
+# -- overlapping the owner's work with the server's ----------------------------------
+
+
+def test_overlap_hooks_run_while_the_server_answers(smtp_sink, connect):
+    conn = connect(smtp_sink)
+    seen: list[tuple[str, int]] = []
+
+    def envelope() -> None:  # MAIL FROM is on the wire; no data can have been sent yet
+        seen.append(("envelope", smtp_sink.data_commands))
+
+    def final_reply() -> None:  # the data is on the wire: the server gets it while we work
+        wait_until(lambda: smtp_sink.data_commands == 1, what="server has the data")
+        seen.append(("final_reply", len(smtp_sink.messages)))
+
+    outcome = conn.send(message(), Overlap(envelope=envelope, final_reply=final_reply))
+
+    assert isinstance(outcome, Sent)
+    assert seen == [("envelope", 0), ("final_reply", 1)]
+    assert len(smtp_sink.wait_for(1)) == 1
+
+
+def test_overlap_hooks_run_once_across_a_silent_reconnect(smtp_sink, connect):
+    conn = connect(smtp_sink)
+    assert isinstance(conn.send(message(pk="a")), Sent)
+    smtp_sink.drop_connections()
+    calls: list[str] = []
+
+    outcome = conn.send(
+        message(pk="b"),
+        Overlap(envelope=lambda: calls.append("envelope"), final_reply=lambda: calls.append("f")),
+    )
+
+    assert isinstance(outcome, Sent)
+    assert calls == ["envelope", "f"]
+    assert len(smtp_sink.wait_for(2)) == 2
+
+
+def test_overlap_hook_error_is_raised_and_nothing_is_sent(smtp_sink, connect):
+    conn = connect(smtp_sink)
+
+    def envelope() -> None:
+        raise RuntimeError("store is down")
+
+    with pytest.raises(RuntimeError, match="store is down"):
+        conn.send(message(pk="a"), Overlap(envelope=envelope))
+
+    assert not conn.is_connected  # left mid-transaction: dropped
+    assert smtp_sink.data_commands == 0
+    assert isinstance(conn.send(message(pk="b")), Sent)  # a fresh session works
+    assert [m.data.count(b"X-Genro-Mail-ID: b") for m in smtp_sink.wait_for(1)] == [1]
+
+
+def test_overlap_hooks_not_reached_are_not_run(smtp_sink, connect):
+    calls: list[str] = []
+    overlap = Overlap(
+        envelope=lambda: calls.append("envelope"), final_reply=lambda: calls.append("f")
+    )
+    refused = SmtpConnection(SmtpEndpoint("127.0.0.1", closed_port()), helo_name="client.test")
+    try:
+        assert isinstance(refused.send(message(), overlap), TempFailure)
+    finally:
+        refused.close()
+    assert calls == []
+
+    smtp_sink.rcpt_reply = {"ann@example.org": "550 5.1.1 no such user"}
+    assert isinstance(connect(smtp_sink).send(message(), overlap), PermFailure)
+    assert calls == ["envelope"]  # MAIL was answered; there was no data to wait for
