@@ -197,6 +197,7 @@ class AccountStore:
                 claimed_by=None,
                 lease_expires_ts=None,
                 updated_ts=now,
+                reported_ts=None,  # the error event is not acknowledged yet (§5.1)
             ).where(models.Message.pk.in_(pks)).execute()
             models.MessageEvent.insert_many(
                 [

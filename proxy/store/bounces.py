@@ -94,6 +94,12 @@ def _pick(rows: list[M], recipient: str | None) -> M | None:
     return rows[0]
 
 
+def _add_reportable_event(row: M, event: dict[str, Any]) -> None:
+    """Insert the event; the message is no longer fully reported until it is acknowledged."""
+    E.insert(**event).execute()
+    M.update(reported_ts=None).where(M.pk == row.pk).execute()
+
+
 def _event_row(row: M, event_type: str, ts: int, text: str | None, meta: dict) -> dict[str, Any]:
     return {
         "message_pk": row.pk,
@@ -164,7 +170,7 @@ class BounceStore:
                     "bounce_smtp_code": block.smtp_code,
                     "recipient": block.recipient,
                 }
-                E.insert(**_event_row(row, "bounce", now, block.reason, meta)).execute()
+                _add_reportable_event(row, _event_row(row, "bounce", now, block.reason, meta))
                 _remember(mail_key, recipient, EVENT, row.pk, now)
                 events.append(
                     RecordedEvent(
@@ -193,7 +199,9 @@ class BounceStore:
                 "receipt_message_id": receipt.receipt_message_id,
             }
             ts = min(receipt.pec_ts or now, now)  # an event is never in the future (§5.3)
-            E.insert(**_event_row(row, receipt.event_type, ts, receipt.details, meta)).execute()
+            _add_reportable_event(
+                row, _event_row(row, receipt.event_type, ts, receipt.details, meta)
+            )
             _remember(mail_key, recipient, EVENT, row.pk, now)
         event = RecordedEvent(
             row.pk, row.tenant_id, row.account_id, receipt.event_type, receipt.event_type

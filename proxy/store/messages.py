@@ -318,6 +318,17 @@ class MessageStore(MessageReads):
             retry_count=row.retry_count,
         )
 
+    def abandon_attempt(self, pk: str, *, me: str) -> bool:
+        """Undo ``begin_attempt`` for a row that was never transmitted; the claim stays ours.
+
+        Returns whether the row was still ours and ``sending`` (and is now pending).
+        """
+        return bool(
+            M.update(status=models.PENDING)
+            .where((M.pk == pk) & (M.claimed_by == me) & (M.status == models.SENDING))
+            .execute()
+        )
+
     def record_outcome(
         self,
         sending: MessageToSend,
@@ -339,6 +350,8 @@ class MessageStore(MessageReads):
             sending, outcome, now=now, max_retries=max_retries, retry_delays=retry_delays, rng=rng
         )
         columns |= {"claimed_by": None, "lease_expires_ts": None, "updated_ts": now}
+        # A new reportable event: not fully reported until the tenant acknowledges it (§5.1).
+        columns["reported_ts"] = None
         if message_id is not None:
             columns["message_id"] = message_id
         event = _event(

@@ -96,6 +96,19 @@ def test_bounce_matches_the_stored_message_id_and_records_one_event(store: Datab
     assert store.events.unreported("acme", 10)[-1].event_type == "bounce"  # reportable
 
 
+def test_a_bounce_after_the_report_makes_the_message_not_fully_reported(store: Database) -> None:
+    _sent(store, "INV-42", smtp_message_id="<orig-1@acme.example>")
+    store.events.mark_reported([e.event_id for e in store.events.unreported("acme", 10)], NOW + 1)
+    assert store.messages.get("acme", "INV-42").reported_ts == NOW + 1
+
+    store.bounces.record_bounce(
+        KEY, _bounce(Original(message_id="<orig-1@acme.example>"), "ann@example.org"), NOW + 60
+    )
+    assert store.messages.get("acme", "INV-42").reported_ts is None  # the bounce is not acked
+    store.events.mark_reported([e.event_id for e in store.events.unreported("acme", 10)], NOW + 61)
+    assert store.messages.get("acme", "INV-42").reported_ts == NOW + 61
+
+
 def test_the_same_mail_seen_again_records_nothing(store: Database) -> None:
     pk = _sent(store, "INV-42", smtp_message_id="<orig-1@acme.example>")
     bounce = _bounce(Original(message_id="<orig-1@acme.example>"), "ann@example.org")

@@ -319,6 +319,39 @@ def test_reported_events_mark_the_message_fully_reported(store: Database) -> Non
     assert store.messages.get("acme", "m").reported_ts == NOW + 2
 
 
+def test_a_new_reportable_event_unsets_reported_ts_until_it_is_acknowledged(
+    store: Database,
+) -> None:
+    add_tenant_and_account(store)
+    store.messages.enqueue([accepted("m")], NOW)
+    (pk,) = _claim(store)
+    store.messages.record_outcome(
+        _attempt(store, pk),
+        TempFailure("451 later", "smtp", 451),
+        me=ME,
+        now=NOW,
+        message_id=None,
+        **RETRY,
+    )
+    (deferred,) = store.events.unreported("acme", 100)
+    store.events.mark_reported([deferred.event_id], NOW + 1)
+    assert store.messages.get("acme", "m").reported_ts == NOW + 1
+
+    (pk,) = _claim(store, now=NOW + 3600)
+    store.messages.record_outcome(
+        _attempt(store, pk, now=NOW + 3600),
+        Sent(250, "OK"),
+        me=ME,
+        now=NOW + 3600,
+        message_id=None,
+        **RETRY,
+    )
+    assert store.messages.get("acme", "m").reported_ts is None  # the sent event is not acked
+    (sent,) = store.events.unreported("acme", 100)
+    store.events.mark_reported([sent.event_id], NOW + 3601)
+    assert store.messages.get("acme", "m").reported_ts == NOW + 3601
+
+
 def test_a_version_1_database_is_migrated_in_place(tmp_path) -> None:
     import peewee
 
