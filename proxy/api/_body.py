@@ -98,7 +98,9 @@ def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
     except pydantic.ValidationError as exc:
         raise Unprocessable(
             [
-                problem(["body", *err["loc"]], err["msg"], err["type"])
+                problem(
+                    ["body", *err["loc"]], err["msg"].removeprefix("Value error, "), err["type"]
+                )
                 for err in exc.errors(include_url=False, include_input=False)
             ]
         ) from None

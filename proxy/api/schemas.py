@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from proxy.api._body import MAX_INT64
 
@@ -28,17 +36,20 @@ class Lenient(BaseModel):
 
 class ClientAuth(Strict):
     method: Literal["none", "bearer", "basic"] = "none"
-    token: str | None = None
-    user: str | None = None
-    password: str | None = None
+    # Checked even when absent, so a missing credential is reported under its own name.
+    token: str | None = Field(default=None, validate_default=True)
+    user: str | None = Field(default=None, validate_default=True)
+    password: str | None = Field(default=None, validate_default=True)
 
-    @model_validator(mode="after")
-    def _credentials_present(self) -> ClientAuth:
-        if self.method == "bearer" and not self.token:
-            raise ValueError("token is required for method 'bearer'")
-        if self.method == "basic" and (not self.user or self.password is None):
-            raise ValueError("user and password are required for method 'basic'")
-        return self
+    @field_validator("token", "user", "password")
+    @classmethod
+    def _required_by_method(cls, value: str | None, info: ValidationInfo) -> str | None:
+        method = info.data.get("method")
+        needed = {"bearer": ("token",), "basic": ("user", "password")}.get(method, ())
+        missing = value is None or (info.field_name != "password" and not value)
+        if info.field_name in needed and missing:
+            raise ValueError(f"{info.field_name} is required for method '{method}'")
+        return value
 
 
 class RateLimits(Strict):
@@ -49,13 +60,23 @@ class RateLimits(Strict):
 
 class LargeFileConfig(Strict):
     enabled: bool = False
+    # Before storage_url: its check reads enabled and action (fields validate in order).
+    action: Literal["warn", "reject", "rewrite"] = "warn"
     max_size_mb: Annotated[float, Field(gt=0)] = 10.0
-    storage_url: str | None = None
+    # Checked even when absent, so a missing one is reported under its own name (SPEC §9.7).
+    storage_url: str | None = Field(default=None, validate_default=True)
     storage_options: dict[str, Any] | None = None
     public_base_url: str | None = None
     file_ttl_days: Annotated[int, Field(ge=1)] = 30
     lifespan_after_download_days: Annotated[int, Field(ge=1)] | None = None
-    action: Literal["warn", "reject", "rewrite"] = "warn"
+
+    @field_validator("storage_url")
+    @classmethod
+    def _required_by_rewrite(cls, value: str | None, info: ValidationInfo) -> str | None:
+        rewrites = info.data.get("enabled") is True and info.data.get("action") == "rewrite"
+        if rewrites and not (value and value.strip()):
+            raise PydanticCustomError("missing", "required for 'rewrite'")
+        return value
 
 
 def _http_url(value: str | None) -> str | None:

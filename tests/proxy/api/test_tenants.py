@@ -227,8 +227,16 @@ def test_private_networks_can_be_allowed_by_settings(
 def test_put_errors_change_nothing(client: testing.TestClient, store: Database) -> None:
     before = snapshot(store)
     assert fields_of(put(client, {"client_auth": {"method": "bearer"}}, ACME)) == [
-        "body.client_auth"
+        "body.client_auth.token"
     ]
+    assert fields_of(put(client, {"client_auth": {"method": "basic", "user": "u"}}, ADMIN)) == [
+        "body.client_auth.password"
+    ]
+    missing_user = put(client, {"client_auth": {"method": "basic", "password": "p"}}, ADMIN)
+    assert missing_user.status_code == 422
+    assert missing_user.json["error"] == (
+        "body.client_auth.user: user is required for method 'basic'"
+    )
     assert fields_of(put(client, {"client_auth": {"method": "none", "x": 1}}, ADMIN)) == [
         "body.client_auth.x"
     ]
