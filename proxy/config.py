@@ -19,7 +19,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -178,6 +178,9 @@ class Settings:
     config_path: str | None = None
     tenants: tuple[Mapping[str, Any], ...] = ()
     accounts: tuple[Mapping[str, Any], ...] = ()
+    # Where each value not left at its default came from, as errors name it:
+    # "[section] key in FILE", "GMP_X (environment)" or "--flag (command line)".
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def db_url(self) -> str:
@@ -218,15 +221,16 @@ def load_settings(
     problems: list[str] = []
     values: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
     entries: dict[str, tuple[Mapping[str, Any], ...]] = {"tenants": (), "accounts": ()}
+    sources: dict[str, str] = {}
     if path is not None:
-        values.update(_from_file(_read_toml(path), env, path, problems, entries))
-    values.update(_from_env(env, problems))
-    values.update(_from_flags(flags or {}, problems))
+        values.update(_from_file(_read_toml(path), env, path, problems, entries, sources=sources))
+    values.update(_from_env(env, problems, sources))
+    values.update(_from_flags(flags or {}, problems, sources))
     if problems:
         raise ConfigError(*problems)
     if values["bounce_imap_port"] is None:
         values["bounce_imap_port"] = 993 if values["bounce_imap_ssl"] else 143
-    return Settings(**values, config_path=path, **entries)
+    return Settings(**values, config_path=path, sources=MappingProxyType(sources), **entries)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -248,6 +252,8 @@ def _from_file(
     path: str,
     problems: list[str],
     entries: dict[str, tuple[Mapping[str, Any], ...]],
+    *,
+    sources: dict[str, str],
 ) -> dict[str, Any]:
     """Return the file's option values; fill ``entries`` with its tenants and accounts."""
     values: dict[str, Any] = {}
@@ -272,7 +278,8 @@ def _from_file(
                 before = len(problems)
                 expanded = _expand(raw, env, where, path, problems)
                 if len(problems) == before:
-                    _apply(option, expanded, f"{where} in {path}", values, problems)
+                    origin = f"{where} in {path}"
+                    _apply(option, expanded, origin, values, problems, sources=sources)
     return values
 
 
@@ -338,7 +345,9 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _from_env(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+def _from_env(
+    env: Mapping[str, str], problems: list[str], sources: dict[str, str]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for option in OPTIONS:
         # An empty variable counts as unset: compose files often pass ``X=${X}`` through.
@@ -350,7 +359,7 @@ def _from_env(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
             problems.append(f"{names} (environment) are both set, to different values")
             continue
         name, raw = found[0]
-        _apply(option, raw, f"{name} (environment)", values, problems)
+        _apply(option, raw, f"{name} (environment)", values, problems, sources=sources)
     debug = env.get(DEBUG_ENV, "").strip()
     if debug:
         try:
@@ -361,7 +370,9 @@ def _from_env(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     return values
 
 
-def _from_flags(flags: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+def _from_flags(
+    flags: Mapping[str, Any], problems: list[str], sources: dict[str, str]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for attr, raw in flags.items():
         if raw is None:
@@ -371,18 +382,26 @@ def _from_flags(flags: Mapping[str, Any], problems: list[str]) -> dict[str, Any]
             problems.append(f"unknown setting '{attr}' (command line)")
             continue
         flag = option.flag or "--" + attr.replace("_", "-")
-        _apply(option, raw, f"{flag} (command line)", values, problems)
+        _apply(option, raw, f"{flag} (command line)", values, problems, sources=sources)
     return values
 
 
 def _apply(
-    option: Option, raw: Any, where: str, values: dict[str, Any], problems: list[str]
+    option: Option,
+    raw: Any,
+    where: str,
+    values: dict[str, Any],
+    problems: list[str],
+    *,
+    sources: dict[str, str],
 ) -> None:
     try:
         values[option.attr] = convert(option, raw)
     except BadValueError as exc:
         got = "" if option.is_secret else f", got {_show(raw)}"
         problems.append(f"invalid value for {where}: {exc}{got}")
+    else:
+        sources[option.attr] = where
 
 
 def _show(raw: Any) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -191,24 +191,29 @@ def cipher_from_settings(settings: object) -> Cipher | NullCipher:
     text = getattr(settings, "encryption_key", None)
     path = getattr(settings, "encryption_key_file", None)
     previous_texts = getattr(settings, "encryption_previous_keys", ()) or ()
-    from_text = key_from_text(text, f"security.encryption_key ({KEY_ENV})") if text else None
-    from_file = key_from_file(path) if path else None
+    # Name where each value came from ("[security] encryption_key in FILE", "GMP_… (environment)").
+    sources: Mapping[str, str] = getattr(settings, "sources", None) or {}
+    key_source = sources.get("encryption_key", f"security.encryption_key ({KEY_ENV})")
+    file_source = sources.get(
+        "encryption_key_file", f"security.encryption_key_file ({KEY_FILE_ENV})"
+    )
+    previous_source = sources.get(
+        "encryption_previous_keys", f"security.previous_keys ({PREVIOUS_KEYS_ENV})"
+    )
+    from_text = key_from_text(text, key_source) if text else None
+    from_file = key_from_file(path, file_source) if path else None
     if from_text is not None and from_file is not None and from_text != from_file:
-        raise ConfigError(
-            f"security.encryption_key ({KEY_ENV}) and security.encryption_key_file "
-            f"({KEY_FILE_ENV}) name different keys; set one of them"
-        )
+        raise ConfigError(f"{key_source} and {file_source} name different keys; set one of them")
     current = from_text or from_file
     previous = [
-        key_from_text(item, f"security.previous_keys ({PREVIOUS_KEYS_ENV}) item {n}")
+        key_from_text(item, f"{previous_source} item {n}")
         for n, item in enumerate(previous_texts, start=1)
         if item.strip()
     ]
     if current is None:
         if previous:
             raise ConfigError(
-                f"security.previous_keys ({PREVIOUS_KEYS_ENV}) is set but no current key is: "
-                f"set {KEY_ENV} or {KEY_FILE_ENV}"
+                f"{previous_source} is set but no current key is: set {KEY_ENV} or {KEY_FILE_ENV}"
             )
         return NullCipher()
     return Cipher(current, previous)

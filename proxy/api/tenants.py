@@ -27,6 +27,7 @@ from proxy.api.schemas import (
     TenantFields,
     TenantPayload,
 )
+from proxy.attachments import large
 from proxy.clock import iso_utc
 from proxy.store.records import MASK, TenantRecord
 from proxy.store.tenants import AdminFieldChange, mask_strings
@@ -109,29 +110,12 @@ class Ok(BaseModel):
     ok: bool
 
 
-# fsspec backends that can sign a URL themselves (SPEC §9.8 rule 2).
-SIGNING_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
-
-
 def check_download_links(config: dict[str, Any] | None, public_url: str | None) -> None:
     """A ``rewrite`` config needs somewhere to serve links from (SPEC §9.8 rule 2): 422 if not."""
-    if not config or not config.get("enabled") or config.get("action") != "rewrite":
-        return
-    if config.get("public_base_url") or public_url:
-        return
-    scheme = str(config.get("storage_url") or "").partition("://")[0].lower()
-    if scheme in SIGNING_SCHEMES:
-        return
-    raise Unprocessable(
-        [
-            problem(
-                ["body", "large_file_config", "public_base_url"],
-                "required for 'rewrite' on a storage that cannot sign links "
-                "(or set GMP_PUBLIC_URL)",
-                "missing",
-            )
-        ]
-    )
+    reason = large.link_base_problem(config, public_url)
+    if reason is not None:
+        loc = ["body", "large_file_config", "public_base_url"]
+        raise Unprocessable([problem(loc, reason, "missing")])
 
 
 def new_api_key() -> str:

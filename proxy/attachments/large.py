@@ -28,6 +28,8 @@ WARN, REJECT, REWRITE = "warn", "reject", "rewrite"
 CLEANUP_LEASE_S = 900
 CLEANUP_BATCH = 500
 NO_LINK_BASE = "no public URL for download links (set public_base_url or GMP_PUBLIC_URL)"
+# fsspec backends that can sign a URL themselves (SPEC §9.8 rule 2).
+SIGNING_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
@@ -52,6 +54,22 @@ class LargeFileConfig:
 
     def triggers(self, size_bytes: int) -> bool:
         return size_bytes > self.max_size_mb * MB
+
+
+def link_base_problem(raw: Mapping[str, Any] | None, public_url: str | None) -> str | None:
+    """Why a ``rewrite`` config has nowhere to serve links from (SPEC §9.8 rule 2), else None.
+
+    The one rule behind ``POST``/``PUT /tenant``, the config-file bootstrap and
+    ``config check``: the problem belongs to ``large_file_config.public_base_url``.
+    """
+    if not raw or not raw.get("enabled") or raw.get("action") != REWRITE:
+        return None
+    if raw.get("public_base_url") or public_url:
+        return None
+    scheme = str(raw.get("storage_url") or "").partition("://")[0].lower()
+    if scheme in SIGNING_SCHEMES:
+        return None
+    return "required for 'rewrite' on a storage that cannot sign links (or set GMP_PUBLIC_URL)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +116,8 @@ def rewrite(
     now: int,
 ) -> Link:
     """Upload (once per message, attachment and content) and return the download link."""
-    if not config.storage_url:
-        raise UploadFailed(upload.name, "no storage_url configured", permanent=True)
+    if not config.storage_url:  # refused on every write now; an older database may hold one
+        raise UploadFailed(upload.name, "no storage_url configured")  # temporary, rule 3
     record = files.find_reusable(upload.message_pk, upload.name, upload.spool.md5)
     if record is None:
         file_id = str(uuid.uuid4())

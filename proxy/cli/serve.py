@@ -3,8 +3,9 @@
 Flags of ``serve`` come from the option table in ``proxy.config``, so a new flag is a
 new table row. Configuration problems end the process with exit code 2 and one line
 on stderr (SPEC §15.1, §17); nothing here prints a traceback for them. The server
-module is imported only after the configuration has loaded, so a bad config fails
-fast and without touching the database or the network.
+module is imported only after the configuration (settings, encryption keys and the
+``[[tenants]]``/``[[accounts]]`` entries) has been checked, so a bad config fails fast
+and without touching the database or the network.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from proxy.cli.client import PROG
-from proxy.config import ConfigError, load_settings, options
+from proxy.config import ConfigError, Settings, load_settings, options
 from proxy.logs import setup_logging
 
 EXIT_CONFIG = 2
@@ -56,6 +57,8 @@ def serve(config_path: str | None, **flags: Any) -> None:
     """
     try:
         settings = load_settings(config_path, os.environ, flags)
+        # Accounts naming a tenant that only the database holds are checked at start.
+        _check_offline(settings, tenant_exists=lambda _tenant_id: True)
     except ConfigError as error:
         _fail(error)
     setup_logging(settings.log_level, settings.log_format)
@@ -76,9 +79,30 @@ def config() -> None:
 @config.command("check")
 @click.argument("file", metavar="FILE")
 def config_check(file: str) -> None:
-    """Validate FILE with the current environment: exit 0, or 2 with one line per problem."""
+    """Validate FILE with the current environment: exit 0, or 2 with one line per problem.
+
+    Checks what serve checks before it opens the database: every setting, the
+    encryption keys, and each [[tenants]]/[[accounts]] entry as POST /tenant and
+    POST /account would. An account's tenant_id must name one of the file's own
+    [[tenants]]: the database is not read, so tenants created over the API are not seen.
+    """
     try:
-        load_settings(file, os.environ)
+        _check_offline(load_settings(file, os.environ), tenant_exists=None)
     except ConfigError as error:
         _fail(error, each_line=True)
     click.echo(f"ok: {file}")
+
+
+def _check_offline(settings: Settings, tenant_exists: Callable[[str], bool] | None) -> None:
+    """Check what needs no database: the encryption keys and every entry, all problems at once."""
+    from proxy.bootstrap import check_entries  # noqa: PLC0415 (the API models load slowly)
+    from proxy.crypto import cipher_from_settings  # noqa: PLC0415
+
+    problems: list[str] = []
+    for check in (cipher_from_settings, lambda s: check_entries(s, tenant_exists)):
+        try:
+            check(settings)
+        except ConfigError as error:
+            problems += error.problems
+    if problems:
+        raise ConfigError(*problems)

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy import config
+from proxy import bootstrap, config
+from proxy.api._auth import digest
+from proxy.bootstrap import check_entries
 from proxy.config import (
     ACCOUNT_KEYS,
     MASK,
@@ -25,6 +27,7 @@ from proxy.config import (
     options,
     parse_bool,
 )
+from proxy.crypto import cipher_from_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "mail-proxy.example.toml"
 
@@ -68,7 +71,7 @@ def error_of(*args, **kwargs) -> ConfigError:
 
 def test_settings_has_one_attribute_per_option_with_matching_type():
     annotations = {f.name: f.type for f in dataclasses.fields(Settings)}
-    extras = {"config_path", "tenants", "accounts"}
+    extras = {"config_path", "tenants", "accounts", "sources"}
     assert set(annotations) - extras == {o.attr for o in OPTIONS}
     base = {"int": "int", "float": "float", "bool": "bool", "str": "str"}
     for o in OPTIONS:
@@ -820,4 +823,199 @@ def test_several_instances_example_loads_with_its_variables():
     assert (s.effective_instance_id, s.db_pool_size, s.claim_lease_seconds) == ("mx-1", 10, 120)
     assert [(a["tenant_id"], a["id"], a["limit_per_minute"]) for a in s.accounts] == [
         ("acme", "main", 100)
+    ]
+
+
+def test_example_files_entries_pass_the_bootstrap_checks():
+    for path in (EXAMPLE, EXAMPLE.parent / "several-instances.toml"):
+        text = path.read_text(encoding="utf-8")
+        entries = check_entries(load_settings(str(path), env=_example_env(text)))
+        assert [t.payload.id for t in entries.tenants] == ["acme"]
+
+
+# -- where each value came from (named by the errors found after loading) -----------------
+
+
+def test_sources_name_the_layer_each_value_came_from(tmp_path):
+    path = write(tmp_path, "[server]\nport = 8001\nhost = '127.0.0.1'\n")
+    s = load_settings(path, env={"GMP_PORT": "8002"}, flags={"db_path": ":memory:"})
+    assert dict(s.sources) == {
+        "host": f"[server] host in {path}",
+        "port": "GMP_PORT (environment)",
+        "db_path": "--db (command line)",
+    }
+    assert s == dataclasses.replace(s, sources={})  # where a value came from is not the value
+    assert load_settings(env={}).sources == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "source"),
+    [
+        ("[security]\nencryption_key = 'abc'\n", {}, "[security] encryption_key in {path}: "),
+        ("", {"GMP_ENCRYPTION_KEY": "abc"}, "GMP_ENCRYPTION_KEY (environment): "),
+        (
+            "[security]\nencryption_key_file = '{missing}'\n",
+            {},
+            "[security] encryption_key_file in {path}: cannot read {missing}",
+        ),
+        (
+            "[security]\nprevious_keys = ['abc']\n",
+            {"GMP_ENCRYPTION_KEY": "a" * 43},
+            "[security] previous_keys in {path} item 1: ",
+        ),
+    ],
+)
+def test_a_bad_encryption_key_names_its_real_source(tmp_path, text, env, source):
+    missing = str(tmp_path / "absent.key")
+    path = write(tmp_path, text.format(missing=missing))
+    with pytest.raises(ConfigError) as caught:
+        cipher_from_settings(load_settings(path, env=env))
+    assert str(caught.value).startswith(source.format(path=path, missing=missing))
+    assert "abc" not in str(caught.value)
+
+
+# -- [[tenants]] / [[accounts]]: the bootstrap's checks (SPEC §15.5) ----------------------
+
+TENANT = '[[tenants]]\nid = "acme"\n'
+ACCOUNT = '[[accounts]]\ntenant_id = "{tenant}"\nid = "main"\nhost = "127.0.0.1"\nport = 25\n'
+GOOD_KEY = "k" * 32
+
+
+def entry_problems(tmp_path, text: str, **check) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        check_entries(load_settings(path, env={}), **check)
+    return [p.replace(path, "FILE") for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (
+            '[[tenants]]\nid = "t1"\napi_key = "short"\n',
+            [
+                "[[tenants]] #1 (id='t1') in FILE: api_key: "
+                "must be a string of at least 32 characters"
+            ],
+        ),
+        (
+            '[[tenants]]\nid = "bad id!"\nclient_base_url = "not a url"\n'
+            "rate_limits = {hourly = -5, foo = 1}\n",
+            [
+                "[[tenants]] #1 (id='bad id!') in FILE: client_base_url: "
+                "must be an http:// or https:// URL",
+                "[[tenants]] #1 (id='bad id!') in FILE: rate_limits.hourly: "
+                "Input should be greater than or equal to 0",
+                "[[tenants]] #1 (id='bad id!') in FILE: rate_limits.foo: "
+                "Extra inputs are not permitted",
+                "[[tenants]] #1 (id='bad id!') in FILE: id: "
+                "String should match pattern '^[A-Za-z0-9_-]{1,64}$'",
+            ],
+        ),
+        (
+            TENANT + 'large_file_config = {enabled = true, action = "rewrite"}\n',
+            [
+                "[[tenants]] #1 (id='acme') in FILE: large_file_config.storage_url: "
+                "required for 'rewrite'"
+            ],
+        ),
+        (
+            TENANT + "large_file_config = "
+            '{enabled = true, action = "rewrite", storage_url = "file:///srv/files"}\n',
+            [
+                "[[tenants]] #1 (id='acme') in FILE: large_file_config.public_base_url: "
+                "required for 'rewrite' on a storage that cannot sign links "
+                "(or set GMP_PUBLIC_URL)"
+            ],
+        ),
+        (
+            TENANT + ACCOUNT.format(tenant="acme") + 'limit_behavior = "explode"\n',
+            [
+                "[[accounts]] #1 (id='main') in FILE: limit_behavior: "
+                "Input should be 'defer', 'reject' or 'error'"
+            ],
+        ),
+        (
+            '[[accounts]]\nid = "main"\nhost = "h"\nport = 25\n',
+            ["[[accounts]] #1 (id='main') in FILE: tenant_id: field required"],
+        ),
+        (
+            TENANT + ACCOUNT.format(tenant="ghost"),
+            [
+                "[[accounts]] #1 (id='main') in FILE: tenant_id: tenant 'ghost' is not one "
+                "of the file's [[tenants]] (config check does not read the database)"
+            ],
+        ),
+    ],
+)
+def test_every_bad_entry_is_listed_naming_entry_key_and_file(tmp_path, text, problems):
+    assert entry_problems(tmp_path, text) == problems
+
+
+def test_problems_of_several_entries_are_all_listed(tmp_path):
+    text = '[[tenants]]\nid = "t1"\napi_key = "short"\n' + TENANT + ACCOUNT.format(tenant="x")
+    problems = entry_problems(tmp_path, text)
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "[[tenants]] #1 (id='t1') in FILE",
+        "[[accounts]] #1 (id='main') in FILE",
+    ]
+
+
+def test_an_account_may_name_a_tenant_the_database_holds(tmp_path):
+    path = write(tmp_path, ACCOUNT.format(tenant="acme"))
+    settings = load_settings(path, env={})
+    entries = check_entries(settings, tenant_exists=lambda tenant_id: tenant_id == "acme")
+    assert [(a.tenant_id, a.id) for a in entries.accounts] == [("acme", "main")]
+    problems = entry_problems(
+        tmp_path, ACCOUNT.format(tenant="ghost"), tenant_exists=lambda _tenant_id: False
+    )
+    assert problems == ["[[accounts]] #1 (id='main') in FILE: tenant_id: tenant 'ghost' not found"]
+
+
+def test_rewrite_on_file_storage_passes_with_the_instance_url(tmp_path):
+    text = (
+        TENANT + "large_file_config = "
+        '{enabled = true, action = "rewrite", storage_url = "file:///srv/files"}\n'
+    )
+    settings = load_settings(write(tmp_path, text), env={"GMP_PUBLIC_URL": "https://mx.example"})
+    (tenant,) = check_entries(settings).tenants
+    assert tenant.payload.large_file_config is not None
+
+
+def test_bootstrap_writes_nothing_when_any_entry_is_bad(tmp_path, store):
+    text = TENANT + f'api_key = "{GOOD_KEY}"\n' + '[[tenants]]\nid = "t2"\napi_key = "short"\n'
+    settings = load_settings(write(tmp_path, text), env={})
+    with pytest.raises(ConfigError, match=r"t2.*api_key: must be a string"):
+        bootstrap.apply_config(settings, store, 1_000)
+    assert store.tenants.list() == []
+
+
+def test_bootstrap_refuses_rewrite_without_a_link_base(tmp_path, store):
+    text = (
+        TENANT + "large_file_config = "
+        '{enabled = true, action = "rewrite", storage_url = "file:///srv/files"}\n'
+    )
+    settings = load_settings(write(tmp_path, text), env={})
+    with pytest.raises(ConfigError) as caught:
+        bootstrap.apply_config(settings, store, 1_000)
+    assert len(caught.value.problems) == 1
+    assert "large_file_config.public_base_url: required for 'rewrite'" in str(caught.value)
+    assert store.tenants.list() == []
+
+
+def test_bootstrap_accepts_accounts_of_file_and_database_tenants(tmp_path, store):
+    store.tenants.upsert("old", {"name": "Made over the API"}, 500)
+    text = (
+        TENANT
+        + f'api_key = "{GOOD_KEY}"\n'
+        + ACCOUNT.format(tenant="acme")
+        + ACCOUNT.format(tenant="old")
+    )
+    settings = load_settings(write(tmp_path, text), env={})
+    assert bootstrap.apply_config(settings, store, 1_000) == (1, 2)
+    assert bootstrap.apply_config(settings, store, 2_000) == (0, 0)  # idempotent
+    assert store.tenants.has_api_key_hash("acme", digest(GOOD_KEY))
+    assert sorted((a.tenant_id, a.id) for a in store.accounts.list()) == [
+        ("acme", "main"),
+        ("old", "main"),
     ]

@@ -446,3 +446,70 @@ def test_rewrite_needs_somewhere_to_serve_download_links(make_client, config, pu
         assert result.json["detail"][0]["loc"] == ["body", "large_file_config", "public_base_url"]
         listed = client.simulate_get("/tenants", headers={"X-API-Token": "admin-token"})
         assert [t["id"] for t in listed.json["tenants"] if t["id"] == "files"] == []
+
+
+# -- large_file_config.storage_url (SPEC §9.7) ------------------------------------------------
+
+REWRITE_WITHOUT_STORAGE: list[dict[str, Any]] = [
+    {"enabled": True, "action": "rewrite", "public_base_url": "https://files.example"},
+    {"enabled": True, "action": "rewrite", "storage_url": "", "public_base_url": "https://f.x"},
+    {"enabled": True, "action": "rewrite", "storage_url": None},
+]
+
+
+@pytest.mark.parametrize("config", REWRITE_WITHOUT_STORAGE)
+def test_post_rewrite_without_storage_url_is_refused_and_stores_nothing(
+    client: testing.TestClient, store: Database, engine: FakeEngine, config: dict[str, Any]
+) -> None:
+    before = snapshot(store)
+    body = {"id": "files", "large_file_config": config}
+    result = client.simulate_post("/tenant", json=body, headers=ADMIN)
+    assert fields_of(result) == ["body.large_file_config.storage_url"]
+    assert result.json["detail"][0]["msg"] == "required for 'rewrite'"
+    assert snapshot(store) == before
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize("config", REWRITE_WITHOUT_STORAGE)
+def test_put_rewrite_without_storage_url_is_refused_and_changes_nothing(
+    client: testing.TestClient, store: Database, engine: FakeEngine, config: dict[str, Any]
+) -> None:
+    before = snapshot(store)
+    body = {"large_file_config": config}
+    result = client.simulate_put("/tenant/acme", json=body, headers=ADMIN)
+    assert fields_of(result) == ["body.large_file_config.storage_url"]
+    assert snapshot(store) == before
+    assert engine.calls == []
+
+
+def test_storage_url_problem_is_listed_with_the_others(client: testing.TestClient) -> None:
+    config = {"enabled": True, "action": "rewrite", "max_size_mb": 0, "bogus": 1}
+    result = client.simulate_post(
+        "/tenant", json={"id": "files", "large_file_config": config}, headers=ADMIN
+    )
+    assert sorted(fields_of(result)) == [
+        "body.large_file_config.bogus",
+        "body.large_file_config.max_size_mb",
+        "body.large_file_config.storage_url",
+    ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"enabled": False, "action": "rewrite"},  # off: nothing happens (rule 5)
+        {"enabled": True, "action": "warn"},
+        {"enabled": True, "action": "reject"},
+    ],
+)
+def test_storage_url_is_needed_only_by_an_enabled_rewrite(
+    client: testing.TestClient, store: Database, config: dict[str, Any]
+) -> None:
+    result = client.simulate_post(
+        "/tenant", json={"id": "files", "large_file_config": config}, headers=ADMIN
+    )
+    assert result.status_code == 200, result.json
+    stored = store.tenants.get("files")
+    assert stored is not None
+    assert stored.large_file_config is not None
+    assert stored.large_file_config["action"] == config["action"]

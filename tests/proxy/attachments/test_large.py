@@ -196,3 +196,44 @@ def test_one_instance_at_a_time_runs_the_cleanup(store, tmp_path) -> None:
     assert large.cleanup(store.large_files, now=due, holder="b") == 0
     assert large.cleanup(store.large_files, now=due, holder="a") == 1
     assert large.cleanup(store.large_files, now=due + large.CLEANUP_LEASE_S, holder="b") == 0
+
+
+def test_a_stored_rewrite_without_storage_url_is_a_temporary_failure(store, tmp_path) -> None:
+    """Refused on write now, but an older database may still hold one (SPEC §9.7 rule 3)."""
+    add_tenant_and_account(store)
+    cfg = config(tmp_path, storage_url=None)
+    with pytest.raises(AttachmentFailure) as caught:
+        rewrite(store, cfg, upload(spool_of(b"x" * 2000)))
+    assert not caught.value.permanent
+    assert caught.value.text == (
+        "Large file upload failed for big report.pdf: no storage_url configured"
+    )
+    assert store.large_files.due_for_cleanup(NOW + 400 * DAY_S) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "public_url", "refused"),
+    [
+        (None, None, False),
+        ({"enabled": False, "action": "rewrite", "storage_url": "file:///x"}, None, False),
+        ({"enabled": True, "action": "warn", "storage_url": "file:///x"}, None, False),
+        ({"enabled": True, "action": "rewrite", "storage_url": "file:///x"}, None, True),
+        ({"enabled": True, "action": "rewrite", "storage_url": "file:///x"}, "https://p.x", False),
+        (
+            {"enabled": True, "action": "rewrite", "storage_url": "file:///x",
+             "public_base_url": "https://f.x"},
+            None,
+            False,
+        ),
+        ({"enabled": True, "action": "rewrite", "storage_url": "S3://bucket/big"}, None, False),
+        ({"enabled": True, "action": "rewrite", "storage_url": "gs://bucket/big"}, None, False),
+        ({"enabled": True, "action": "rewrite", "storage_url": "az://box/big"}, None, False),
+        ({"enabled": True, "action": "rewrite"}, None, True),
+    ],
+)  # fmt: skip
+def test_a_rewrite_needs_somewhere_to_serve_links(raw, public_url, refused) -> None:
+    """SPEC §9.8 rule 2, the one rule behind the API, the bootstrap and config check."""
+    problem = large.link_base_problem(raw, public_url)
+    assert (problem is not None) is refused
+    if refused:
+        assert problem.startswith("required for 'rewrite' on a storage that cannot sign links")

@@ -84,6 +84,96 @@ def test_config_check_missing_file(tmp_path, clean_env):
     )
 
 
+BAD_ENTRIES = """
+[security]
+encryption_key = "abc"
+
+[[tenants]]
+id = "t1"
+api_key = "short"
+
+[[tenants]]
+id = "bad id!"
+client_base_url = "not a url"
+rate_limits = {hourly = -5, foo = 1}
+
+[[tenants]]
+id = "files"
+large_file_config = {enabled = true, action = "rewrite"}
+
+[[accounts]]
+tenant_id = "ghost"
+id = "main"
+host = "127.0.0.1"
+port = 25
+
+[[accounts]]
+tenant_id = "t1"
+id = "main"
+host = "127.0.0.1"
+port = 25
+limit_behavior = "explode"
+"""
+
+
+def test_config_check_lists_every_bad_key_serve_would_refuse(tmp_path, clean_env):
+    path = write(tmp_path, BAD_ENTRIES)
+    result = run_cli("config", "check", path)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = [line.removeprefix("mail-proxy: ") for line in result.stderr.splitlines()]
+    assert lines == [
+        f"[security] encryption_key in {path}: the key must be base64 of exactly 32 bytes (got 2)",
+        f"[[tenants]] #1 (id='t1') in {path}: api_key: must be a string of at least 32 characters",
+        f"[[tenants]] #2 (id='bad id!') in {path}: client_base_url: "
+        "must be an http:// or https:// URL",
+        f"[[tenants]] #2 (id='bad id!') in {path}: rate_limits.hourly: "
+        "Input should be greater than or equal to 0",
+        f"[[tenants]] #2 (id='bad id!') in {path}: rate_limits.foo: Extra inputs are not permitted",
+        f"[[tenants]] #2 (id='bad id!') in {path}: id: "
+        "String should match pattern '^[A-Za-z0-9_-]{1,64}$'",
+        f"[[tenants]] #3 (id='files') in {path}: large_file_config.storage_url: "
+        "required for 'rewrite'",
+        f"[[accounts]] #1 (id='main') in {path}: tenant_id: tenant 'ghost' is not one of the "
+        "file's [[tenants]] (config check does not read the database)",
+        f"[[accounts]] #2 (id='main') in {path}: limit_behavior: "
+        "Input should be 'defer', 'reject' or 'error'",
+    ]
+
+
+def test_config_check_accepts_good_entries(tmp_path, clean_env):
+    text = (
+        GOOD
+        + '[[tenants]]\nid = "acme"\napi_key = "${ACME_KEY}"\n'
+        + '[[accounts]]\ntenant_id = "acme"\nid = "main"\nhost = "127.0.0.1"\nport = 25\n'
+    )
+    path = write(tmp_path, text)
+    clean_env.setenv("ACME_KEY", "k" * 32)
+    result = run_cli("config", "check", path)
+    assert (result.exit_code, result.output) == (0, f"ok: {path}\n")
+
+
+def test_config_check_resolves_the_keys_as_serve_does(tmp_path, clean_env):
+    key_file = tmp_path / "absent.key"
+    path = write(tmp_path, f"[security]\nencryption_key_file = '{key_file}'\n")
+    result = run_cli("config", "check", path)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"mail-proxy: [security] encryption_key_file in {path}: "
+        f"cannot read {key_file}: No such file or directory\n"
+    )
+    clean_env.setenv("GMP_ENCRYPTION_KEY", "abc")
+    result = run_cli("config", "check", write(tmp_path, GOOD, "good.toml"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("mail-proxy: GMP_ENCRYPTION_KEY (environment): the key")
+
+
+def test_config_check_help_says_the_database_is_not_read(clean_env):
+    result = run_cli("config", "check", "--help")
+    assert result.exit_code == 0
+    assert "the database is not read" in " ".join(result.output.split())
+
+
 # -- serve (in process, fake server) -------------------------------------------------------
 
 
@@ -121,6 +211,17 @@ def test_bad_flag_value_is_a_config_error(clean_env, fake_server):
     assert result.stderr == (
         "mail-proxy: invalid value for --port (command line): expected an integer, got 'abc'\n"
     )
+    assert fake_server.calls == []
+
+
+def test_serve_refuses_bad_entries_before_starting_the_server(tmp_path, clean_env, fake_server):
+    path = write(tmp_path, BAD_ENTRIES)
+    result = run_cli("serve", "--config", path)
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert f"[[tenants]] #1 (id='t1') in {path}: api_key: must be a string" in result.stderr
+    assert "[[accounts]] #2 (id='main')" in result.stderr
+    assert "ghost" not in result.stderr  # the database may hold it: checked at start
     assert fake_server.calls == []
 
 
@@ -210,3 +311,17 @@ def test_python_dash_m_proxy_help_lists_every_command(tmp_path):
         "messages", "send", "instance", "command-log", "serve", "config", "keygen",
     ):  # fmt: skip
         assert name in commands
+
+
+def test_serve_subprocess_rewrite_without_link_base(tmp_path):
+    """SPEC §9.8 rule 2 at start-up, as POST /tenant: exit 2, one line, no database made."""
+    text = (
+        f"[server]\ndb_path = '{tmp_path / 'proxy.db'}'\n[[tenants]]\nid = 'files'\n"
+        "large_file_config = {enabled = true, action = 'rewrite', storage_url = 'file:///srv'}\n"
+    )
+    path = write(tmp_path, text, "bad.toml")
+    result = serve_process(["--config", path], {}, tmp_path)
+    assert_one_line_exit_2(
+        result, "[[tenants]] #1 (id='files')", path, "large_file_config.public_base_url"
+    )
+    assert not (tmp_path / "proxy.db").exists()
