@@ -1,8 +1,9 @@
 """Opening the database: connection settings, the single-instance lock, migrations.
 
 SQLite is the embedded default (WAL, ``synchronous=NORMAL``, 5 s busy timeout,
-every write transaction ``BEGIN IMMEDIATE`` so a read-then-write never fails
-with ``SQLITE_BUSY_SNAPSHOT``). PostgreSQL URLs are accepted too; the queries
+WAL checkpoints in a thread of their own (``sqlite.py``), every write
+transaction ``BEGIN IMMEDIATE`` so a read-then-write never fails with
+``SQLITE_BUSY_SNAPSHOT``). PostgreSQL URLs are accepted too; the queries
 are written for both. Nothing here knows about messages or tenants.
 """
 
@@ -26,6 +27,7 @@ from peewee import PostgresqlDatabase
 from proxy.store import models
 from proxy.store.instances import InstanceIdInUse
 from proxy.store.postgres import POOL_WAIT_S, SharedPostgresDatabase
+from proxy.store.sqlite import Checkpointer
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ class Store:
         self.is_sqlite = is_sqlite
         self._lock_file = lock_file
         self._keepalive: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
         self._identity_conn: Any = None
 
     @classmethod
@@ -136,6 +139,7 @@ class Store:
                 "journal_mode": "memory" if is_memory else "wal",
                 "synchronous": "normal",
                 "busy_timeout": BUSY_TIMEOUT_MS,
+                "wal_autocheckpoint": 0,  # the Checkpointer thread does it
                 "foreign_keys": 0,
             },
             lock_type="IMMEDIATE",
@@ -146,6 +150,9 @@ class Store:
         if is_memory:
             # A shared-cache memory database lives while one connection is open.
             store._keepalive = sqlite3.connect(target, uri=True, check_same_thread=False)
+        else:
+            store._checkpointer = Checkpointer(db)
+            store._checkpointer.start()
         return store
 
     @classmethod
@@ -220,6 +227,9 @@ class Store:
         return True
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         with contextlib.suppress(peewee.PeeweeException):
             self.db.close()
         if isinstance(self.db, peewee.PostgresqlDatabase) and hasattr(self.db, "close_all"):
