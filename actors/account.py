@@ -13,8 +13,10 @@ Sends:
 
 A handled ``SendNext`` sends until something arrives in the inbox (at most
 ``SENDS_PER_TURN``): a ``Stop`` or an immediate message never waits behind more
-than the one send in flight. Each outcome is committed
-before the next send (SPEC §18.3).
+than the one send in flight. The actor works while the server does (``_pipeline``):
+the next message is begun and built while the final reply is awaited, and each
+outcome is committed while the next MAIL FROM is answered, before any of the next
+message's data goes out (SPEC §18.3). ``Transmitter`` builds and sends.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import pykka
 
@@ -31,6 +31,7 @@ from actors._context import ActorContext
 from actors._pipeline import Attempted, Ready
 from actors._supervised import Supervised
 from actors._timer import Cancel
+from actors._transmitter import Transmitter
 from actors.messages import (
     Flush,
     Idle,
@@ -41,35 +42,17 @@ from actors.messages import (
     WorkAvailable,
 )
 from proxy import ratelimit
-from proxy.attachments import pipeline as attachments
-from proxy.attachments.errors import AttachmentFailure
-from proxy.smtp import mime
-from proxy.smtp.client import Overlap, SmtpConnection, SmtpEndpoint
-from proxy.smtp.errors import PermFailure, Sent, TempFailure
+from proxy.smtp.client import Overlap
+from proxy.smtp.errors import PermFailure, Sent
 from proxy.store.outcomes import Outcome
 from proxy.store.records import (
-    DECRYPTION_FAILED,
     AccountRecord,
     ClaimedMessage,
-    MessageToSend,
 )
 
 logger = logging.getLogger(__name__)
 
 SENDS_PER_TURN = 8  # sends per handled SendNext while the inbox stays empty
-
-
-def endpoint_for(account: AccountRecord) -> SmtpEndpoint:
-    return SmtpEndpoint(
-        host=account.host,
-        port=account.port,
-        user=account.user,
-        password=account.password,
-        use_tls=account.use_tls,
-        use_ssl=account.use_ssl,
-        tls_verify=account.tls_verify,
-        ttl_s=account.ttl,
-    )
 
 
 class AccountActor(Supervised):
@@ -93,18 +76,16 @@ class AccountActor(Supervised):
         self._queue: deque[ClaimedMessage] = deque()
         self._busy = False
         self._account: AccountRecord | None = None
-        self._conn: SmtpConnection | None = None
+        self._tx = Transmitter(self.ctx, self.tenant_id, self.account_id)
         self._idle_timer: Cancel | None = None
         self._idle_since = self.ctx.clock.monotonic()
         self._last_renewal = self.ctx.clock.monotonic()
-        self._bounce_return_path: str | None = None
         self._paused_until = 0.0  # a reached rate-limit window: claim nothing before it ends
         self._pause_timer: Cancel | None = None
         self._ready: Ready | None = None  # the next message, begun while the last was answered
         self._unrecorded: Attempted | None = None  # written during the next send's envelope
         self._wrote_event = False  # since the tenant was last told
         self._overlap = Overlap(envelope=self._record_unrecorded, final_reply=self._prepare_next)
-        self._send_duration = self.ctx.metrics.send_duration.labels(self.tenant_id, self.account_id)
         # Claims this instance holds for this account belong to a predecessor
         # that crashed or was stopped: give them back so they are sent at once.
         self.ctx.store.messages.release_account_claims(
@@ -122,10 +103,8 @@ class AccountActor(Supervised):
         for timer in (getattr(self, "_idle_timer", None), getattr(self, "_pause_timer", None)):
             if timer is not None:
                 timer()
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            self._conn = None
-            conn.close()
+        if getattr(self, "_tx", None) is not None:
+            self._tx.close()
         if getattr(self, "_queue", None) or getattr(self, "_ready", None):
             self._release_queue()  # not yet attempted: hand them back (SPEC §17)
         super()._cleanup()
@@ -163,9 +142,7 @@ class AccountActor(Supervised):
             self.actor_ref.tell(SendNext())
 
     def _reload(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._tx.close()
         self._account = None
         self._paused_until = 0.0  # new limits: try again
 
@@ -205,7 +182,7 @@ class AccountActor(Supervised):
             self._queue.extend(self._claim())
             self._last_renewal = self.ctx.clock.monotonic()
             # Read once per batch: it changes only through PUT /instance.
-            self._bounce_return_path = self.ctx.store.settings.get("bounce_return_path")
+            self._tx.bounce_return_path = self.ctx.store.settings.get("bounce_return_path")
             if not self._queue:
                 self._go_idle()
                 return None
@@ -272,7 +249,7 @@ class AccountActor(Supervised):
         ready = self._begin(self._queue.popleft())
         if ready is not None and not ready.sending.payload.get("attachments"):
             with contextlib.suppress(ValueError, TypeError, UnicodeError):  # built again, reported
-                ready.built = self._build(ready.sending, ready.sending.payload)
+                ready.built = self._tx.build(ready.sending, ready.sending.payload)
         self._ready = ready
 
     def _record_unrecorded(self) -> None:
@@ -327,66 +304,10 @@ class AccountActor(Supervised):
                 return decision, decision, None
             case ratelimit.Reject(reason=reason):
                 return decision, PermFailure(reason), None
-        outcome, message_id = self._transmit(ready)
+        outcome, message_id = self._tx.transmit(self._load_account(), ready, self._overlap)
         if not isinstance(outcome, Sent):
             self.ctx.store.ratelimits.release(limits, reserved_at=reserved_at, **ids)
         return decision, outcome, message_id
-
-    def _transmit(self, ready: Ready) -> tuple[Outcome, str | None]:
-        account = self._load_account()
-        if account is None:
-            return PermFailure("account not found"), None
-        if account.password_unusable:  # no configured key decrypts it (SPEC §16 rule 4)
-            return TempFailure(DECRYPTION_FAILED, "connection"), None
-        if ready.built is not None:
-            return self._deliver(account, ready.built), ready.built.message_id
-        sending = ready.sending
-        try:
-            # Fetch attachments, apply large-file rules, hold their memory until sent (SPEC §9).
-            with attachments.prepare(self.ctx, sending, now=self._now()) as prepared:
-                try:
-                    built = prepared.complete(
-                        self._build(sending, prepared.payload, prepared.take_contents())
-                    )
-                except (ValueError, TypeError, UnicodeError) as exc:
-                    logger.exception(
-                        "message %s could not be built", sending.pk, extra=self._log_extra
-                    )
-                    return PermFailure(f"message could not be built: {exc}"), None
-                return self._deliver(account, built), built.message_id
-        except AttachmentFailure as failure:
-            return failure.outcome, None
-
-    def _build(
-        self,
-        sending: MessageToSend,
-        payload: Mapping[str, Any],
-        contents: Sequence[mime.AttachmentContent] = (),
-    ) -> mime.BuiltMessage:
-        return mime.build(
-            payload,
-            pk=sending.pk,
-            now_ts=self._now(),
-            bounce_return_path=self._bounce_return_path,
-            attachments=contents,
-        )
-
-    def _deliver(self, account: AccountRecord, built: mime.BuiltMessage) -> Outcome:
-        """One SMTP transaction, overlapped with the owner's own work (``Overlap``).
-
-        The last outcome is written and the next message prepared while the server answers.
-        """
-        if self._conn is None:
-            self._conn = SmtpConnection(
-                endpoint_for(account),
-                connect_timeout_s=self.ctx.settings.smtp_connect_timeout,
-                send_timeout_s=self.ctx.settings.smtp_send_timeout,
-                helo_name=self.ctx.settings.helo_name,
-            )
-        started = self.ctx.clock.monotonic()
-        outcome = self._conn.send(built, self._overlap)
-        self._send_duration.observe(self.ctx.clock.monotonic() - started)
-        return outcome
 
     def _count(self, event_type: str, tenant_name: str) -> None:
         labels = (self.tenant_id, tenant_name, self.account_id, self.account_id)
@@ -452,9 +373,7 @@ class AccountActor(Supervised):
             return
         ttl = self._account.ttl if self._account is not None else 300
         idle_stop = self.ctx.settings.account_idle_stop
-        delay = (
-            min(ttl, idle_stop) if self._conn is not None and self._conn.is_connected else idle_stop
-        )
+        delay = min(ttl, idle_stop) if self._tx.is_connected else idle_stop
         self._cancel_idle_timer()
         self._idle_timer = self.ctx.timers.after(max(delay, 0.05), self.actor_ref, IdleCheck())
 
@@ -467,8 +386,7 @@ class AccountActor(Supervised):
         self._idle_timer = None
         if self._busy:
             return
-        if self._conn is not None:
-            self._conn.close_if_expired()
+        self._tx.close_if_expired()
         idle_for = self.ctx.clock.monotonic() - self._idle_since
         if idle_for >= self.ctx.settings.account_idle_stop:
             self.tell_supervisor(Idle(self.kind, self.key))

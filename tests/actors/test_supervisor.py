@@ -19,11 +19,11 @@ class CrashOnceAccount(AccountActor):
 
     crashed = threading.Event()
 
-    def _transmit(self, sending):
+    def _send_within_limits(self, ready):
         if not CrashOnceAccount.crashed.is_set():
             CrashOnceAccount.crashed.set()
             raise RuntimeError("simulated bug in the send path")
-        return super()._transmit(sending)
+        return super()._send_within_limits(ready)
 
 
 class CrashOnceTenant(TenantActor):
