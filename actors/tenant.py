@@ -5,7 +5,8 @@ Receives:
                    becomes one call, not one call per message)
   SyncDue(force)   post unreported events, or a heartbeat or accelerated re-call when due;
                    ``force`` (tenant-token run-now) clears DND and failure backoff and calls now
-  ReloadTenant     settings changed; nothing cached survives it
+  ReloadTenant     settings changed; nothing cached survives it (and, timers enabled,
+                   sync now: a new target is called at once; test mode waits for run-now)
   IdleCheck        timer: report idleness when quiet and nothing is due soon
 Sends:
   Idle("tenant", key)  to the Supervisor when it has nothing to do until its next heartbeat
@@ -70,6 +71,11 @@ class TenantActor(Supervised):
         self._active_mono = self.ctx.clock.monotonic()
         self._last_call_mono = float("-inf")
         self._warned_no_target = False
+        self._warned_bad_dnd = False
+        # Failing or healthy, for logging each transition once (SPEC §10.6 rule 3). Not the
+        # backoff counter, which a tenant-token run-now resets mid-outage; None until the
+        # stored state is read, so a respawned actor continues its predecessor's outage.
+        self._failing: bool | None = None
         # Unique per incarnation: a respawned actor waits for its predecessor's call.
         self._holder = f"{self.ctx.instance_id}/{uuid.uuid4().hex[:12]}"
         self._accelerated = False  # in the accelerated loop (SPEC §10.7 rule 5)
@@ -97,7 +103,8 @@ class TenantActor(Supervised):
                 self._sync(force=force)
             case ReloadTenant():
                 self._warned_no_target = False
-                self.actor_ref.tell(SyncDue())
+                if self.ctx.timers_enabled:  # test mode syncs only on run-now (SPEC §6.6)
+                    self.actor_ref.tell(SyncDue())
             case IdleCheck():
                 self._idle_timer = None
                 self._idle_check()
@@ -126,6 +133,10 @@ class TenantActor(Supervised):
         tenant = store.tenants.get(self.tenant_id, with_key=False)
         if tenant is None:
             return
+        if self._failing is None:
+            # ``last_error`` is set by every failed call and cleared only by a successful
+            # one, so it tells whether an outage is under way, across restarts and run-nows.
+            self._failing = tenant.last_error is not None
         now = self._now()
         if force:
             # A tenant-token run-now clears DND and failure backoff (SPEC §10.9 rule 2).
@@ -202,11 +213,19 @@ class TenantActor(Supervised):
                 self.tenant_id, tenant.display_name, "client_error"
             ).inc()
             logger.info("tenant reported problems with some items", extra=self._log_extra)
+        if result.ignored_next_sync_after is not None and not self._warned_bad_dnd:
+            logger.warning(
+                "tenant replied with an unusable next_sync_after (%s); ignored",
+                result.ignored_next_sync_after,
+                extra=self._log_extra,
+            )
+            self._warned_bad_dnd = True
         dnd = sync.dnd_until(result, done)
         next_ts = self._after_success(result, dnd, cursor, done)
         store.tenants.record_sync_success(self.tenant_id, done, dnd_until=dnd, next_sync_ts=next_ts)
-        if tenant.consecutive_failures:
+        if self._failing:
             logger.info("sync endpoint healthy again", extra=self._log_extra)
+        self._failing = False
         if len(events) >= self.ctx.settings.report_batch_size:
             self.actor_ref.tell(SyncDue())  # a backlog goes out call after call (§10.3 rule 3)
             return
@@ -267,8 +286,9 @@ class TenantActor(Supervised):
         self.ctx.metrics.sync_failures.labels(
             self.tenant_id, tenant.display_name, failure.reason
         ).inc()
-        if failures == 1:
+        if not self._failing:
             logger.warning("sync endpoint failing: %s", failure.detail, extra=self._log_extra)
+        self._failing = True
         self._wake_at(retry_at)
 
     # -- scheduling ----------------------------------------------------------------------------

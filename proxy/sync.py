@@ -7,7 +7,9 @@ results to these functions, which are tested directly.
 from __future__ import annotations
 
 import json
+import math
 import random
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,11 @@ from proxy.store.records import DECRYPTION_FAILED, EventRecord, TenantRecord, is
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
 FAILURE_BASE_S = 5.0
 FAILURE_CAP_S = 300.0
+# The longest Do-Not-Disturb a reply can ask for: a year and a day. SPEC §10.4 sets no
+# bound, but a stored timestamp must fit a 64-bit integer (``1e20`` does not), and a
+# quiet period longer than a year is a tenant's bug, not a plan; a tenant-token
+# run-now ends DND at any time (§10.9 rule 2).
+MAX_DND_S = 366 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +49,11 @@ class Ack:
     """A 2xx reply with an empty body or a JSON object: every item of the call is acknowledged."""
 
     queued: int = 0
-    next_sync_after: float | None = None
+    next_sync_after: float | None = None  # finite, or None
     client_error: bool = False  # ok: false, or ids listed in error / not_found
+    # A next_sync_after that was present but unusable (not a number, or not finite),
+    # shown for the log; the reply is read as if it were absent.
+    ignored_next_sync_after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +156,32 @@ def parse_reply(status: int, body: bytes) -> Ack | Failed:
     queued = (
         queued if isinstance(queued, int) and not isinstance(queued, bool) and queued > 0 else 0
     )
-    nsa = data.get("next_sync_after")
-    nsa = float(nsa) if isinstance(nsa, int | float) and not isinstance(nsa, bool) else None
+    raw = data.get("next_sync_after")
+    nsa = _finite_number(raw)
+    ignored = None if raw is None or nsa is not None else repr(raw)[:40]
     client_error = data.get("ok") is False or bool(data.get("error")) or bool(data.get("not_found"))
-    return Ack(queued=queued, next_sync_after=nsa, client_error=client_error)
+    return Ack(
+        queued=queued,
+        next_sync_after=nsa,
+        client_error=client_error,
+        ignored_next_sync_after=ignored,
+    )
+
+
+def _finite_number(value: object) -> float | None:
+    """A JSON number as a finite float; None for anything else.
+
+    Python's json reads ``Infinity``, ``-Infinity`` and ``NaN`` (and ``1e400`` as
+    infinity): those are not times. An integer too large for a float is a time far
+    ahead (or behind), kept as the largest float of its sign for ``dnd_until`` to clamp.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        return sys.float_info.max if value > 0 else -sys.float_info.max
+    return number if math.isfinite(number) else None
 
 
 def failure_backoff_s(failures: int, rng: random.Random) -> float:
@@ -158,10 +190,19 @@ def failure_backoff_s(failures: int, rng: random.Random) -> float:
 
 
 def dnd_until(ack: Ack, now: int) -> int | None:
-    """A future ``next_sync_after`` starts Do-Not-Disturb; anything else clears it (§10.7.3)."""
-    if ack.next_sync_after is not None and ack.next_sync_after > now:
-        return int(ack.next_sync_after)
-    return None
+    """A future ``next_sync_after`` starts Do-Not-Disturb; anything else clears it (§10.7.3).
+
+    A fractional time is rounded *up* to the whole second: truncated, DND would end
+    in the current second and the heartbeat due at its end would be due at once,
+    call after call. So the result is always later than ``now`` (and at most
+    ``MAX_DND_S`` after it); a non-finite value counts as absent.
+    """
+    nsa = ack.next_sync_after
+    if nsa is None or not math.isfinite(nsa) or nsa <= now:
+        return None
+    if nsa >= now + MAX_DND_S:
+        return now + MAX_DND_S
+    return math.ceil(nsa)
 
 
 ACCELERATED_IDLE_DELAYS_S = (1, 2, 4, 8, 16)
@@ -181,5 +222,8 @@ def accelerated_delay_s(idle_recalls: int) -> int | None:
 
 
 def next_heartbeat_ts(now: int, interval_s: int, dnd: int | None) -> int:
-    """The first heartbeat after a successful call: at DND end, else after the interval."""
-    return dnd if dnd is not None else now + interval_s
+    """The first heartbeat after a successful call: at DND end, else after the interval.
+
+    Never ``now`` or earlier: ``dnd`` comes from ``dnd_until``, which is in the future.
+    """
+    return dnd if dnd is not None and dnd > now else now + interval_s

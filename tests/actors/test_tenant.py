@@ -6,6 +6,7 @@ waits until the actor has handled everything told before it. No sleeps.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 
 from actors._context import ActorContext
 from actors._timer import ManualScheduler
-from actors.messages import Flush, ReportsReady, SyncDue
+from actors.messages import ChildFailed, Flush, ReloadTenant, ReportsReady, SyncDue
 from actors.tenant import TenantActor
+from proxy import sync
 from proxy.metrics import Metrics
 from proxy.smtp.errors import Sent
 from proxy.store import Database, open_store
@@ -299,3 +301,168 @@ def test_hanging_endpoint_times_out_and_backs_off(harness: Harness) -> None:
     assert tenant.consecutive_failures == 1
     assert tenant.last_error == "timeout"
     assert harness.db.events.count_unreported("acme") == 1
+
+
+# -- audit findings: fractional and unusable next_sync_after, test mode, health logging --
+
+
+def supervisor_heard(harness: Harness) -> list[object]:
+    return harness.supervisor.ask(Flush(), timeout=10)
+
+
+def test_a_fractional_next_sync_after_holds_calls_until_the_second_after_it(harness) -> None:
+    harness.start()  # first heartbeat, plain {"ok": true}
+    # The tenant answers every call with the same fractional moment half a second ahead.
+    quiet_until = harness.now() + 0.5
+    harness.app.reply_with(body={"ok": True, "next_sync_after": quiet_until})
+    harness.tell(SyncDue(force=True))  # a tenant-token run-now
+    assert len(harness.calls()) == 2
+    assert harness.db.tenants.get("acme").dnd_until == harness.now() + 1  # rounded up
+    harness.advance(0)
+    harness.advance(0.5)
+    harness.advance(0.49)
+    assert len(harness.calls()) == 2  # no call before the DND moment
+    harness.advance(0.01)
+    assert len(harness.calls()) == 3  # one heartbeat at dnd_until itself
+    assert harness.calls()[-1].body == {"delivery_report": []}
+    # Its answer is now in the past: DND cleared, the next heartbeat a full interval away.
+    tenant = harness.db.tenants.get("acme")
+    assert (tenant.dnd_until, tenant.next_sync_ts) == (None, harness.now() + 300)
+    harness.advance(0)
+    harness.advance(299)
+    assert len(harness.calls()) == 3
+    harness.advance(1)
+    assert len(harness.calls()) == 4
+
+
+def test_a_fractional_next_sync_after_read_mid_second_is_rounded_up(db, tenant_app) -> None:
+    clock = ManualScheduler(start_ts=START + 0.3)
+    db.tenants.upsert("acme", {"client_base_url": tenant_app.url}, int(START))
+    tenant_app.reply_with(body={"ok": True, "next_sync_after": START + 0.6})
+    h = Harness(db, clock, tenant_app)
+    try:
+        h.start()
+        assert db.tenants.get("acme").dnd_until == START + 1
+        h.advance(0)
+        h.advance(0.6)  # past next_sync_after itself, not yet past its whole second
+        assert len(h.calls()) == 1
+        h.advance(0.2)
+        assert len(h.calls()) == 2
+    finally:
+        pykka.ActorRegistry.stop_all()
+
+
+@pytest.mark.parametrize("offset", [0, -0.5, -10, -86_400])
+def test_a_present_or_past_next_sync_after_waits_a_full_interval(harness, offset) -> None:
+    harness.app.reply_with(body={"ok": True, "next_sync_after": START + offset})
+    harness.start()
+    tenant = harness.db.tenants.get("acme")
+    assert (tenant.dnd_until, tenant.next_sync_ts) == (None, harness.now() + 300)
+    harness.advance(0)
+    harness.advance(299.9)
+    assert len(harness.calls()) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"1e20", b"1" + b"0" * 400, str(2**63).encode(), b"1e308"],
+)
+def test_a_huge_next_sync_after_is_clamped_and_does_not_crash_the_actor(harness, raw) -> None:
+    harness.app.reply_with(body=b'{"ok": true, "next_sync_after": ' + raw + b"}")
+    harness.sent_events("m1")
+    harness.start()
+    assert harness.ref is not None
+    assert harness.ref.is_alive()
+    assert not [m for m in supervisor_heard(harness) if isinstance(m, ChildFailed)]
+    tenant = harness.db.tenants.get("acme")
+    assert tenant.dnd_until == harness.now() + sync.MAX_DND_S
+    assert tenant.next_sync_ts == tenant.dnd_until
+    assert harness.db.events.count_unreported("acme") == 0  # the report was acknowledged
+
+
+@pytest.mark.parametrize("raw", [b"Infinity", b"-Infinity", b"NaN", b"1e400"])
+def test_a_non_finite_next_sync_after_is_ignored_and_logged_once(harness, raw, caplog) -> None:
+    harness.app.reply_with(body=b'{"ok": true, "next_sync_after": ' + raw + b"}")
+    harness.sent_events("m1")
+    with caplog.at_level(logging.WARNING, logger="actors.tenant"):
+        harness.start()
+        harness.tell(SyncDue(force=True))
+        harness.tell(SyncDue(force=True))
+    assert len(harness.calls()) == 3
+    assert harness.ref is not None
+    assert harness.ref.is_alive()
+    assert not [m for m in supervisor_heard(harness) if isinstance(m, ChildFailed)]
+    tenant = harness.db.tenants.get("acme")
+    assert (tenant.dnd_until, tenant.next_sync_ts) == (None, harness.now() + 300)
+    assert harness.db.events.count_unreported("acme") == 0
+    warnings = [r for r in caplog.records if "next_sync_after" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+
+
+@pytest.fixture
+def test_mode_harness(db, clock, tenant_app) -> Iterator[Harness]:
+    db.tenants.upsert("acme", {"client_base_url": tenant_app.url}, int(START))
+    h = Harness(db, clock, tenant_app, test_mode=True)
+    yield h
+    pykka.ActorRegistry.stop_all()
+
+
+def test_in_test_mode_a_tenant_reload_makes_no_sync_call(test_mode_harness) -> None:
+    h = test_mode_harness
+    h.start()
+    h.tell(ReloadTenant())  # POST /tenant or PUT /tenant
+    h.flush()  # anything it told itself has been handled too
+    h.advance(3600)
+    assert h.calls() == []
+    assert h.clock.pending() == []  # and no timer was set
+    h.tell(SyncDue())  # a run-now: the one way to sync in test mode
+    assert len(h.calls()) == 1
+
+
+def health_lines(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "actors.tenant" and "sync endpoint" in r.getMessage()
+    ]
+
+
+def test_one_outage_logs_failing_once_and_healthy_once_despite_run_nows(harness, caplog) -> None:
+    harness.app.reply_with(status=503)
+    harness.sent_events("m1")
+    with caplog.at_level(logging.INFO, logger="actors.tenant"):
+        harness.start()
+        for _ in range(3):  # tenant-token run-nows reset the backoff counter
+            harness.tell(SyncDue(force=True))
+        harness.advance(6)  # and a retry after the backoff
+        assert len(harness.calls()) == 5
+        harness.app.reply_with(body={"ok": True})
+        harness.tell(SyncDue(force=True))  # the run-now that finds it healthy again
+        harness.advance(300)
+    assert len(harness.calls()) == 7
+    assert health_lines(caplog) == [
+        "sync endpoint failing: HTTP 503",
+        "sync endpoint healthy again",
+    ]
+
+
+def test_an_outage_across_a_restart_is_logged_once_each_way(harness, caplog) -> None:
+    harness.app.reply_with(status=503)
+    harness.sent_events("m1")
+    with caplog.at_level(logging.INFO, logger="actors.tenant"):
+        harness.start()
+        assert harness.ref is not None
+        harness.ref.stop()
+        harness.start()  # a new incarnation, in backoff: no call
+        harness.tell(SyncDue(force=True))  # still failing: no second "failing" line
+        harness.app.reply_with(body={"ok": True})
+        harness.ref.stop()
+        harness.start()
+        harness.advance(harness.db.tenants.get("acme").next_sync_ts - harness.now())
+        # The outage was stored: the incarnation that sees the recovery logs it.
+    assert len(harness.calls()) == 3
+    assert health_lines(caplog) == [
+        "sync endpoint failing: HTTP 503",
+        "sync endpoint healthy again",
+    ]

@@ -175,3 +175,82 @@ def test_retention_removes_only_reported_terminal_messages(tmp_path, smtp_sink, 
 
         wait_until(swept, timeout_s=15, interval_s=0.2, what="old message removed")
         assert api.message("held")["status"] == "suspended"
+
+
+# -- audit findings: fractional and unusable next_sync_after, test mode ---------------
+
+
+def _settle_tenant_actors(server) -> None:
+    """Wait until every TenantActor handled what it was told, and what it told itself."""
+    from actors.messages import Flush, ListChildren
+    from actors.tenant import TenantActor
+
+    for ref in server.supervisor.ask(ListChildren(), timeout=10):
+        if ref.actor_class is TenantActor:
+            ref.ask(Flush(), timeout=10)
+            ref.ask(Flush(), timeout=10)
+
+
+def test_a_fractional_next_sync_after_brings_one_heartbeat_not_a_storm(tmp_path, tenant_app):
+    with running_proxy(fast_settings(tmp_path)) as (server, api):
+        key = api.add_tenant("acme", client_base_url=tenant_app.url)
+        tenant_app.wait_for_calls(1)  # a new tenant's first heartbeat
+        wait_until(lambda: server.store.tenants.get("acme").last_sync_ts is not None)
+        before = len(tenant_app.calls)
+        # Every later call is answered with the same moment, half a second ahead.
+        quiet_until = time.time() + 0.5
+        tenant_app.reply_with(body={"ok": True, "next_sync_after": quiet_until})
+        assert api.as_token(key).post("/commands/run-now").status_code == 200
+        tenant_app.wait_for_calls(before + 1)
+
+        def quiet_period_over() -> bool:
+            tenant = server.store.tenants.get("acme")
+            return (
+                tenant.dnd_until is None
+                and (tenant.last_sync_ts or 0) >= quiet_until
+                and (tenant.next_sync_ts or 0) - time.time() > 200
+            )
+
+        wait_until(quiet_period_over, timeout_s=10, what="one heartbeat after the quiet period")
+        calls = tenant_app.calls[before:]
+        # The run-now's call, and at most one heartbeat at the end of the quiet period's
+        # second (none when the run-now's answer came after it); before the fix, ~350.
+        assert 1 <= len(calls) <= 2, [c.ts for c in calls]
+        assert all(call.ts >= quiet_until for call in calls[1:])
+
+
+@pytest.mark.parametrize("raw", [b"1e20", b"Infinity", b"NaN"])
+def test_a_huge_or_non_finite_next_sync_after_does_not_crash_the_sync(tmp_path, tenant_app, raw):
+    from proxy import sync
+
+    with running_proxy(fast_settings(tmp_path)) as (server, api):
+        tenant_app.reply_with(body=b'{"ok": true, "next_sync_after": ' + raw + b"}")
+        api.add_tenant("acme", client_base_url=tenant_app.url)
+        tenant_app.wait_for_calls(1)
+        wait_until(
+            lambda: server.store.tenants.get("acme").last_sync_ts is not None,
+            what="the call recorded as a success",
+        )
+        tenant = server.store.tenants.get("acme")
+        if raw == b"1e20":  # clamped to a year and a day
+            assert tenant.dnd_until == tenant.last_sync_ts + sync.MAX_DND_S
+        else:  # ignored as if absent
+            assert tenant.dnd_until is None
+            assert tenant.next_sync_ts == tenant.last_sync_ts + 300
+        assert (tenant.consecutive_failures, tenant.last_error) == (0, None)
+        registry = server.metrics.registry
+        assert not registry.get_sample_value("gmp_actor_restarts_total", {"actor": "tenant"})
+
+
+def test_test_mode_syncs_only_on_run_now_not_on_tenant_changes(tmp_path, tenant_app):
+    with running_proxy(fast_settings(tmp_path, test_mode=True)) as (server, api):
+        key = api.add_tenant("acme", client_base_url=tenant_app.url)  # creates the actor
+        api.add_tenant("acme", name="ACME")  # POST /tenant again: an update
+        response = api.as_token(key).request("PUT", "/tenant/acme", json={"name": "ACME Inc"})
+        assert response.status_code == 200, response.text
+        _settle_tenant_actors(server)
+        assert tenant_app.calls == []
+        assert api.as_token(key).post("/commands/run-now").status_code == 200
+        tenant_app.wait_for_calls(1)
+        _settle_tenant_actors(server)
+        assert len(tenant_app.calls) == 1

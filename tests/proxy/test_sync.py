@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+import sys
 
 import pytest
 from hypothesis import given
@@ -167,7 +169,7 @@ def test_parse_reply_never_raises_on_any_json(value: object) -> None:
 
 
 def test_dnd_starts_only_for_a_future_time() -> None:
-    assert sync.dnd_until(sync.Ack(next_sync_after=2000.9), now=1000) == 2000
+    assert sync.dnd_until(sync.Ack(next_sync_after=2000.9), now=1000) == 2001
     assert sync.dnd_until(sync.Ack(next_sync_after=900), now=1000) is None
     assert sync.dnd_until(sync.Ack(), now=1000) is None
     assert sync.next_heartbeat_ts(1000, 300, dnd=2000) == 2000
@@ -178,3 +180,59 @@ def test_failure_backoff_doubles_from_five_seconds_to_five_minutes() -> None:
     rng = random.Random(3)
     for failures, base in [(1, 5), (2, 10), (3, 20), (7, 300), (30, 300)]:
         assert base * 0.9 <= sync.failure_backoff_s(failures, rng) <= base * 1.1
+
+
+def test_a_fractional_dnd_end_is_rounded_up_to_the_next_second() -> None:
+    # Truncating made DND end in the current second: the call was due again at once.
+    assert sync.dnd_until(sync.Ack(next_sync_after=1000.5), now=1000) == 1001
+    assert sync.dnd_until(sync.Ack(next_sync_after=1000.0001), now=1000) == 1001
+    assert sync.dnd_until(sync.Ack(next_sync_after=1000.0), now=1000) is None  # not future
+    assert sync.dnd_until(sync.Ack(next_sync_after=999.5), now=1000) is None
+
+
+@given(
+    now=st.integers(min_value=0, max_value=4_000_000_000),
+    nsa=st.none() | st.floats() | st.integers(min_value=-(10**30), max_value=10**30),
+    interval=st.integers(min_value=1, max_value=86_400),
+)
+def test_the_next_call_without_events_is_never_due_at_once(now, nsa, interval) -> None:
+    """Whatever the tenant answers, a heartbeat is never due in the second of the call."""
+    nsa = float(nsa) if isinstance(nsa, int) else nsa
+    dnd = sync.dnd_until(sync.Ack(next_sync_after=nsa), now)
+    assert dnd is None or now < dnd <= now + sync.MAX_DND_S
+    assert sync.next_heartbeat_ts(now, interval, dnd) > now
+
+
+def test_a_huge_next_sync_after_is_clamped_to_a_year_and_a_day() -> None:
+    assert sync.MAX_DND_S == 366 * 86_400
+    for huge in (1e20, 1e300, sys.float_info.max, 1000.0 + sync.MAX_DND_S + 0.5):
+        assert sync.dnd_until(sync.Ack(next_sync_after=huge), now=1000) == 1000 + sync.MAX_DND_S
+    reply = sync.parse_reply(200, b'{"ok": true, "next_sync_after": 1' + b"0" * 400 + b"}")
+    assert isinstance(reply, sync.Ack)
+    assert reply.ignored_next_sync_after is None
+    assert sync.dnd_until(reply, now=1000) == 1000 + sync.MAX_DND_S
+    negative = sync.parse_reply(200, b'{"next_sync_after": -1' + b"0" * 400 + b"}")
+    assert isinstance(negative, sync.Ack)
+    assert sync.dnd_until(negative, now=1000) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b"Infinity", "inf"),
+        (b"-Infinity", "-inf"),
+        (b"NaN", "nan"),
+        (b"1e400", "inf"),  # Python's json reads an overflowing float as infinity
+        (b'"1767225600"', "'1767225600'"),
+        (b"true", "True"),
+    ],
+)
+def test_an_unusable_next_sync_after_is_ignored_as_if_absent(raw: bytes, shown: str) -> None:
+    reply = sync.parse_reply(200, b'{"ok": true, "next_sync_after": ' + raw + b"}")
+    assert reply == sync.Ack(next_sync_after=None, ignored_next_sync_after=shown)
+    assert sync.dnd_until(reply, now=1000) is None
+
+
+def test_dnd_until_never_raises_on_a_non_finite_value() -> None:
+    for value in (math.inf, -math.inf, math.nan):
+        assert sync.dnd_until(sync.Ack(next_sync_after=value), now=1000) is None
