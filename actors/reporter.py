@@ -2,6 +2,7 @@
 
 Receives:
   RefreshGauges   timer (every 5 s outside test mode): refresh ``gmp_pending_messages``
+                  (GET /metrics also counts it at each scrape, test mode included)
   RunRetention    timer (every 10 min) and admin run-now: remove old fully reported
                   messages (SPEC §14.1) and prune old rate-limit counters (§7.1 rule 4);
                   in test mode also the large-file cleanup (§6.6)

@@ -7,8 +7,6 @@ disabled, as the contract requires.
 
 from __future__ import annotations
 
-import contextlib
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,6 +22,7 @@ L = ("tenant_id", "tenant_name", "account_id", "account_name")
 DEFAULT_LABELS = ("default", "default", "default", "default")
 SEND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BOUNCE_TYPES = ("hard", "soft")
+# What proxy/bounce/pec.py recognises, plus the timeout proxy/store/bounces.py records.
 PEC_EVENTS = ("pec_acceptance", "pec_relay", "pec_delivery", "pec_error", "pec_timeout")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -78,30 +77,46 @@ class Metrics:
         self.pec_events = Counter(
             "gmp_pec_events_total", "PEC events recorded", (*L, "pec_event"), registry=r
         )
-        self.init_account(*DEFAULT_LABELS)
+        self._account_counters = (self.sent, self.errors, self.deferred, self.rate_limited)
+        # "plus once for default/default/default/default" (SPEC §13): every L counter, PEC too.
+        self.init_account(*DEFAULT_LABELS, is_pec=True)
 
     def init_account(
-        self, tenant_id: str, tenant_name: str, account_id: str, account_name: str
+        self,
+        tenant_id: str,
+        tenant_name: str,
+        account_id: str,
+        account_name: str,
+        *,
+        is_pec: bool = False,
     ) -> None:
-        """Create every per-account series at 0: dashboards see an account before it sends."""
+        """Create every per-account series at 0: dashboards see an account before it sends.
+
+        Idempotent, so it also serves an account's replacement. ``gmp_pec_events_total``
+        series exist only for PEC accounts (cardinality: five dead series for every other
+        account); an account that stops being PEC loses them.
+        """
         labels = (tenant_id, tenant_name or tenant_id, account_id, account_name or account_id)
-        for counter in (self.sent, self.errors, self.deferred, self.rate_limited):
+        for counter in self._account_counters:
             counter.labels(*labels)
         for bounce_type in BOUNCE_TYPES:
             self.bounces.labels(*labels, bounce_type)
+        if is_pec:
+            for event in PEC_EVENTS:
+                self.pec_events.labels(*labels, event)
+        else:
+            self.pec_events.remove_by_labels({"tenant_id": tenant_id, "account_id": account_id})
 
     def remove_account(self, tenant_id: str, tenant_name: str, account_id: str) -> None:
-        labels = (tenant_id, tenant_name or tenant_id, account_id, account_id)
-        for counter in (self.sent, self.errors, self.deferred, self.rate_limited):
-            try:
-                counter.remove(*labels)
-            except KeyError:
-                continue
-        series = [(self.bounces, kind) for kind in BOUNCE_TYPES]
-        series += [(self.pec_events, kind) for kind in PEC_EVENTS]
-        for counter, kind in series:
-            with contextlib.suppress(KeyError):
-                counter.remove(*labels, kind)
+        """Drop every series of a deleted account (SPEC §13), the send histogram included.
+
+        Series are matched by ids alone, so those recorded under an earlier tenant name
+        go too; ``tenant_name`` is not needed for that.
+        """
+        ids = {"tenant_id": tenant_id, "account_id": account_id}
+        for metric in (*self._account_counters, self.bounces, self.pec_events):
+            metric.remove_by_labels(ids)
+        self.send_duration.remove_by_labels(ids)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

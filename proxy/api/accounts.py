@@ -126,7 +126,9 @@ class AccountCollection:
         created = self.deps.store.accounts.upsert(
             tenant_id, payload.id, payload.stored_fields(), self.deps.now()
         )
-        self.deps.metrics.init_account(tenant_id, tenant.display_name, payload.id, payload.id)
+        self.deps.metrics.init_account(
+            tenant_id, tenant.display_name, payload.id, payload.id, is_pec=payload.is_pec_account
+        )
         self.deps.engine.account_changed(tenant_id, payload.id)
         resp.media = {"ok": True, "created": True} if created else {"ok": True}
 

@@ -22,5 +22,8 @@ class MetricsResource:
         "GMP_METRICS_PUBLIC.",
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Counted at scrape time, so the gauge is exact right after an enqueue or a delete
+        # and in test mode (no timers); the ReporterActor's refresh keeps it current between.
+        self.deps.metrics.pending.set(self.deps.store.messages.pending_count())
         resp.content_type = CONTENT_TYPE
         resp.data = self.deps.metrics.render()
