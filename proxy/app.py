@@ -123,7 +123,10 @@ def create_app(
         ]
     )
     app.req_options.strip_url_path_trailing_slash = True
-    app.resp_options.default_media_type = falcon.MEDIA_JSON
+    app.resp_options.default_media_type = _body.JSON_UTF8  # SPEC §3.1.1, errors included
+    app.resp_options.media_handlers[_body.JSON_UTF8] = app.resp_options.media_handlers[
+        falcon.MEDIA_JSON
+    ]
     _errors.install(app)
     for template, resource, suffix in table:
         app.add_route(template, resource, suffix=suffix)

@@ -9,6 +9,7 @@ open under it: the message is retried after restart, never lost.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -17,7 +18,9 @@ from types import FrameType
 
 import pykka
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from actors._context import ActorContext
 from actors._timer import Scheduler
@@ -41,6 +44,34 @@ logger = logging.getLogger(__name__)
 
 HTTP_THREADS = 8
 MB = 1 << 20
+BODY_CAP_MARGIN = MB  # waitress's hard cap sits this far above max_request_mb (SPEC §3.1.4)
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own answers in SPEC §3.1's error body, not its plain text.
+
+    waitress answers before the app sees the request: a body over its hard cap
+    (413, judged by Content-Length), an unparsable request (400), headers too large
+    (431). A 413 names the configured limit, as the app's own does; the others give
+    only their reason, since waitress's detail may quote a header line (a token).
+    """
+
+    def execute(self) -> None:
+        error = self.request.error
+        text = error.reason
+        if error.code == 413:
+            limit_mb = (self.channel.adj.max_request_body_size - BODY_CAP_MARGIN) / MB
+            text = f"Request body exceeds {limit_mb:g} MB"
+        body = json.dumps({"ok": False, "error": text, "detail": text}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json; charset=utf-8"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask  # waitress's own hook for the error answer
 
 
 class ProxyServer:
@@ -97,7 +128,9 @@ class ProxyServer:
         for account in self.store.accounts.list():
             tenant = self.store.tenants.get(account.tenant_id)
             name = tenant.display_name if tenant else account.tenant_id
-            self.metrics.init_account(account.tenant_id, name, account.id, account.id)
+            self.metrics.init_account(
+                account.tenant_id, name, account.id, account.id, is_pec=account.is_pec_account
+            )
         engine: Engine = NullEngine()
         if s.start_active:
             self.scheduler = Scheduler()
@@ -119,9 +152,10 @@ class ProxyServer:
             port=s.port,
             threads=HTTP_THREADS,
             ident="mail-proxy",
-            max_request_body_size=int(s.max_request_mb * MB) + MB,
+            max_request_body_size=int(s.max_request_mb * MB) + BODY_CAP_MARGIN,
             clear_untrusted_proxy_headers=True,
         )
+        self._http.channel_class = JsonErrorChannel  # the class it makes each connection from
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
         self._log_banner()

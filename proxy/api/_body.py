@@ -7,19 +7,28 @@ from typing import Any, TypeVar
 
 import falcon
 import pydantic
+from pydantic_core import ErrorDetails
 
 from proxy.api._errors import PayloadTooLarge, Unprocessable, problem
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 MB = 1 << 20
+JSON_UTF8 = "application/json; charset=utf-8"  # every JSON response says so (SPEC §3.1.1)
 MAX_INT64 = 2**63 - 1  # the database's integer range: larger numbers are refused, not a 500
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
-def read_json(req: falcon.Request, max_mb: float, *, required: bool = True) -> Any:
-    """Decode the body; oversized ones are refused by Content-Length, unread (SPEC §3.1.4)."""
+def read_json(
+    req: falcon.Request, max_mb: float, *, required: bool = True, per_item_key: str | None = None
+) -> Any:
+    """Decode the body; oversized ones are refused by Content-Length, unread (SPEC §3.1.4).
+
+    A NUL anywhere is a 422 naming it, except inside the list under ``per_item_key``:
+    the caller judges those items one by one (add-messages' ``messages``, SPEC §4.3
+    rule 1), so one bad item does not sink the others.
+    """
     length = req.content_length
     if length is not None and length > max_mb * MB:
         raise PayloadTooLarge(f"Request body exceeds {max_mb:g} MB")
@@ -35,13 +44,20 @@ def read_json(req: falcon.Request, max_mb: float, *, required: bool = True) -> A
     except (ValueError, UnicodeDecodeError):
         raise Unprocessable([problem(["body"], "invalid JSON", "json_invalid")]) from None
     if b"\\u0000" in raw:  # JSON can carry NUL only escaped; no mail or database text can
-        where = _nul_location(body, ["body"])
+        where = _nul_location(_without_items(body, per_item_key), ["body"])
         if where is not None:
             raise Unprocessable([problem(where, NUL_MESSAGE, "string_pattern_mismatch")])
     return body
 
 
 NUL_MESSAGE = "must not contain NUL (U+0000) characters"
+
+
+def _without_items(body: Any, key: str | None) -> Any:
+    """``body`` without the list under ``key`` (judged per item elsewhere); else as it is."""
+    if key is None or not isinstance(body, dict) or not isinstance(body.get(key), list):
+        return body
+    return {k: v for k, v in body.items() if k != key}
 
 
 def _nul_location(value: Any, loc: list[str | int]) -> list[str | int] | None:
@@ -98,12 +114,19 @@ def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
     except pydantic.ValidationError as exc:
         raise Unprocessable(
             [
-                problem(
-                    ["body", *err["loc"]], err["msg"].removeprefix("Value error, "), err["type"]
-                )
+                problem(["body", *err["loc"]], _message(err), err["type"])
                 for err in exc.errors(include_url=False, include_input=False)
             ]
         ) from None
+
+
+def _message(error: ErrorDetails) -> str:
+    """Return pydantic's text in SPEC §3.1.3's words (``field required``), no prefix.
+
+    Only pydantic's own wording changes: a model's custom ``missing`` text stays.
+    """
+    text = error["msg"].removeprefix("Value error, ")
+    return "field required" if text == "Field required" else text
 
 
 def query_bool(req: falcon.Request, name: str, default: bool = False) -> bool:

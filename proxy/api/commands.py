@@ -60,7 +60,7 @@ class AddMessages:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal: _auth.Principal = req.context.principal
         store, settings = self.deps.store, self.deps.settings
-        body = read_json(req, settings.max_request_mb)
+        body = read_json(req, settings.max_request_mb, per_item_key="messages")
         try:
             batch = validation.parse_batch(
                 body,

@@ -18,6 +18,7 @@ from importlib import resources
 
 import falcon
 
+from proxy.api._body import JSON_UTF8
 from proxy.api._doc import PUBLIC, operation
 from proxy.api._errors import NotFound
 from proxy.api.deps import Deps
@@ -148,7 +149,7 @@ class OpenApiDocument:
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         data, etag = self.document_bytes()
-        _send(req, resp, data, media=falcon.MEDIA_JSON, etag=etag, cache=PAGE_CACHE)
+        _send(req, resp, data, media=JSON_UTF8, etag=etag, cache=PAGE_CACHE)
 
 
 def _page(req: falcon.Request, resp: falcon.Response, html: str) -> None:

@@ -27,6 +27,8 @@ from proxy.store.settings import API_TOKEN_SHA256, INSTANCE_FIELDS
 INSTANCE_ID = 1  # one settings record per deployment (the original's row id)
 BOUNCE_WITHOUT_HOST = "Bounce enabled but imap_host not configured"
 MIN_API_TOKEN_CHARS = 16
+# A day: slower polling defeats bounce detection, and the poller's timer needs a finite wait.
+MAX_POLL_INTERVAL_S = 86_400
 
 NoSpace = Annotated[str, Field(max_length=255, pattern=r"^\S*$")]
 Folder = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\r\n]+$")]
@@ -48,7 +50,7 @@ class InstanceUpdate(BaseModel):
     )
     bounce_imap_folder: Folder | None = None
     bounce_imap_ssl: bool | None = None
-    bounce_poll_interval: Annotated[int, Field(ge=1)] | None = None
+    bounce_poll_interval: Annotated[int, Field(ge=1, le=MAX_POLL_INTERVAL_S)] | None = None
     bounce_return_path: Mailbox | None = None
     bounce_processed_folder: Annotated[str, Field(max_length=255, pattern=r"^[^\r\n]*$")] | None = (
         None

@@ -86,13 +86,17 @@ class MessageList(BaseModel):
 
 
 def classify(stored: str, *, held: bool, is_future: bool, is_live_sending: bool) -> str:
-    """The contract's status (§5.1): suspended wins over deferred and pending."""
+    """The contract's status (§5.1): suspended wins over deferred and pending, not sending.
+
+    A message being attempted right now is ``sending`` even when its tenant or batch
+    was suspended meanwhile: the attempt goes on, so "suspended" would be untrue.
+    """
     if stored in models.TERMINAL:
         return stored
-    if held:
-        return "suspended"
     if is_live_sending:
         return "sending"
+    if held:
+        return "suspended"
     return "deferred" if is_future else "pending"
 
 

@@ -23,7 +23,8 @@ from pydantic_core import PydanticCustomError
 from proxy.api._body import MAX_INT64
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-NonNegative = Annotated[int, Field(ge=0)]
+NonNegative = Annotated[int, Field(ge=0, le=MAX_INT64)]
+Positive = Annotated[int, Field(ge=1, le=MAX_INT64)]
 
 
 class Strict(BaseModel):
@@ -67,8 +68,8 @@ class LargeFileConfig(Strict):
     storage_url: str | None = Field(default=None, validate_default=True)
     storage_options: dict[str, Any] | None = None
     public_base_url: str | None = None
-    file_ttl_days: Annotated[int, Field(ge=1)] = 30
-    lifespan_after_download_days: Annotated[int, Field(ge=1)] | None = None
+    file_ttl_days: Positive = 30
+    lifespan_after_download_days: Positive | None = None
 
     @field_validator("storage_url")
     @classmethod
@@ -126,12 +127,12 @@ class AccountPayload(Lenient):
     use_tls: bool | None = None
     use_ssl: bool | None = None
     tls_verify: bool = True
-    ttl: Annotated[int, Field(ge=0)] = 300
+    ttl: NonNegative = 300
     limit_per_minute: NonNegative | None = None
     limit_per_hour: NonNegative | None = None
     limit_per_day: NonNegative | None = None
     limit_behavior: Literal["defer", "reject", "error"] = "defer"
-    batch_size: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Positive | None = None
     is_pec_account: bool = False
     imap_host: str | None = None
     imap_port: Annotated[int, Field(ge=1, le=65535)] = 993

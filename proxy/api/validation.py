@@ -16,6 +16,11 @@ Choices where SPEC is silent: a JSON value of the wrong type is ``invalid <field
 reported as ``header injection in <field>`` for every value that reaches a header,
 ``id`` included (it becomes ``X-Genro-Mail-ID``); header values ``true``/``false``
 are written in JSON's spelling; empty strings of optional fields count as absent.
+A NUL (U+0000) in any other stored text (``tenant_id``, ``account_id``, ``body``,
+``html``, an endpoint ``storage_path``, ``auth.user``/``password``) rejects the
+message as ``NUL character in <field>`` (``<path>: NUL character`` inside an
+attachment): no mail or database text may hold one. Unknown fields are not
+stored, so a NUL in one is harmless.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ MAX_BATCH_CODE_CHARS = 64
 MAX_FILENAME_CHARS = 255
 LOWEST_PRIORITY = 3
 _MAX_TS = 2**63 - 1  # a database integer column; beyond it the upsert would fail with a 500
+NUL_PROBLEM = "NUL character"  # in stored text; no mail or database text may hold one
 
 _PRIORITY_NAMES = {"immediate": 0, "high": 1, "medium": 2, "low": 3}
 _CONTENT_TYPES = {"plain": "plain", "text/plain": "plain", "html": "html", "text/html": "html"}
@@ -277,8 +283,8 @@ def _parse_message(entry: object, ctx: _Context) -> Accepted:
         if _is_blank(fields.get(name)):
             raise _Reject(name, f"missing {name}")
     message_id = _header_text(fields["id"], "id", max_chars=MAX_ID_CHARS)
-    tenant_id = _text(fields["tenant_id"], "tenant_id")
-    account_id = _text(fields["account_id"], "account_id")
+    tenant_id = _stored_text(fields["tenant_id"], "tenant_id")  # checked before the lookups
+    account_id = _stored_text(fields["account_id"], "account_id")
     if not ctx.tenant_known(tenant_id):
         raise _Reject("tenant_id", "tenant not found")
     if not ctx.account_known(tenant_id, account_id):
@@ -410,10 +416,10 @@ def _content(fields: dict[str, Any]) -> dict[str, Any]:
         content_type, html = "html", None
     elif html is False or html == "":
         html = None
-    elif html is not None and not isinstance(html, str):
-        raise _Reject("html", "invalid html")
+    elif html is not None:
+        html = _stored_text(html, "html")
     return {
-        "body": "" if body is None else _text(body, "body"),
+        "body": "" if body is None else _stored_text(body, "body"),
         "content_type": content_type,
         "html": html,
     }
@@ -513,6 +519,8 @@ def _fetch_source(
         return _confined_path(f"{where}.storage_path", path, allowed_dirs), mode
     if mode == "http_url":
         _check_url(f"{where}.storage_path", path)
+    elif "\x00" in path:  # an endpoint's document key: any text, but stored
+        raise _Reject.nested(f"{where}.storage_path", NUL_PROBLEM)
     return path, mode
 
 
@@ -576,6 +584,8 @@ def _auth(path: str, raw: object) -> dict[str, Any] | None:
             raise _Reject.nested(f"{path}.{key}", f"missing {key}")
         if value is not None and not isinstance(value, str):
             raise _Reject.nested(f"{path}.{key}", f"invalid {key}")
+        if value is not None and "\x00" in value:
+            raise _Reject.nested(f"{path}.{key}", NUL_PROBLEM)
     if _CONTROL.search(raw.get("token") or ""):  # the token is sent as a raw HTTP header
         raise _Reject.nested(f"{path}.token", "invalid token")
     return {key: value for key, value in raw.items() if value is not None}
@@ -613,6 +623,14 @@ def _header_text(value: object, field: str, *, max_chars: int | None = None) -> 
         raise _Reject(field, f"header injection in {field}")
     if max_chars is not None and len(text) > max_chars:
         raise _Reject(field, f"invalid {field}")
+    return text
+
+
+def _stored_text(value: object, field: str) -> str:
+    """Return a string kept as it is (no header): only NUL is refused, no text may hold it."""
+    text = _text(value, field)
+    if "\x00" in text:
+        raise _Reject(field, f"NUL character in {field}")
     return text
 
 

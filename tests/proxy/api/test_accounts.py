@@ -210,3 +210,27 @@ def test_blank_tenant_id_is_422_and_deletes_nothing(client, store) -> None:
     assert result.status_code == 422
     assert result.json["detail"][0]["loc"] == ["query", "tenant_id"]
     assert store.accounts.get("acme", "main") is not None
+
+
+def test_a_missing_field_is_named_in_the_contracts_words(client, store) -> None:
+    before = accounts(client, tenant_id="acme")
+    body = {"id": "bulk", "tenant_id": "acme", "host": "smtp.acme.example"}
+    result = client.simulate_post("/account", json=body, headers=ADMIN)
+    assert result.status_code == 422
+    assert result.json["error"] == "body.port: field required"  # SPEC §3.1.3, lower case
+    assert result.json["detail"] == [
+        {"loc": ["body", "port"], "msg": "field required", "type": "missing"}
+    ]
+    assert accounts(client, tenant_id="acme") == before
+
+
+@pytest.mark.parametrize(
+    "field", ["ttl", "batch_size", "limit_per_minute", "limit_per_hour", "limit_per_day"]
+)
+def test_an_integer_beyond_64_bits_is_422_not_500(client, store, field: str) -> None:
+    before = accounts(client, tenant_id="acme")
+    body = {"id": "main", "tenant_id": "acme", "host": "h.example", "port": 25, field: 2**70}
+    result = client.simulate_post("/account", json=body, headers=ADMIN)
+    assert result.status_code == 422
+    assert result.json["detail"][0]["loc"] == ["body", field]
+    assert accounts(client, tenant_id="acme") == before

@@ -9,7 +9,7 @@ from falcon import testing
 
 from proxy.api import _auth
 from proxy.api._errors import ADMIN_REQUIRED, AUTH_FAILED
-from proxy.api.instance import BOUNCE_WITHOUT_HOST, InstanceInfo
+from proxy.api.instance import BOUNCE_WITHOUT_HOST, MAX_POLL_INTERVAL_S, InstanceInfo
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.store import Database, models
 from proxy.store.settings import API_TOKEN_SHA256
@@ -143,6 +143,32 @@ def test_put_refuses_bad_values_and_changes_nothing(
     assert client.simulate_put("/instance", body=b"[1]", headers=ADMIN).status_code == 422
     assert settings_rows() == before
     assert engine.calls == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bounce_poll_interval", 2**70),
+        ("bounce_poll_interval", MAX_POLL_INTERVAL_S + 1),
+        ("bounce_imap_port", 2**70),
+    ],
+)
+def test_put_refuses_huge_numbers_and_changes_nothing(
+    client: testing.TestClient, engine: FakeEngine, field: str, value: int
+) -> None:
+    get_instance(client)
+    before = settings_rows()
+    result = client.simulate_put("/instance", json={field: value}, headers=ADMIN)
+    assert result.status_code == 422
+    assert [p["loc"] for p in result.json["detail"]] == [["body", field]]
+    assert settings_rows() == before
+    assert engine.calls == []
+
+
+def test_put_accepts_the_longest_poll_interval(client: testing.TestClient) -> None:
+    body = {"bounce_poll_interval": MAX_POLL_INTERVAL_S}
+    assert client.simulate_put("/instance", json=body, headers=ADMIN).status_code == 200
+    assert get_instance(client)["bounce_poll_interval"] == MAX_POLL_INTERVAL_S
 
 
 def test_instance_routes_are_admin_only(client: testing.TestClient, store: Database) -> None:

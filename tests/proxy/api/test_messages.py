@@ -131,6 +131,19 @@ def test_suspended_batch_shows_suspended_and_wins_over_deferred(client, store) -
     }
 
 
+def test_a_message_being_sent_stays_sending_when_its_tenant_is_suspended(client, store) -> None:
+    store.messages.enqueue([accepted("busy"), accepted("waiting")], NOW)
+    busy = store.messages.get("acme", "busy")
+    acme = store.tenants.get("acme")
+    store.messages.claim_due(acme, "main", me="y", now=NOW, lease_s=30, limit=9)
+    store.messages.begin_attempt(busy.pk, acme, me="y", now=NOW, lease_s=30)
+    store.tenants.set_suspended_batches("acme", ["*"], NOW)
+    shown = {m["id"]: m["status"] for m in listing(client, tenant_id="acme")}
+    assert shown == {"busy": "sending", "waiting": "suspended"}  # §5.1: not over sending
+    assert [m["id"] for m in listing(client, tenant_id="acme", status="sending")] == ["busy"]
+    assert [m["id"] for m in listing(client, tenant_id="acme", status="suspended")] == ["waiting"]
+
+
 def test_status_filter_limit_and_offset(client, store) -> None:
     store.messages.enqueue([accepted(f"p{i}") for i in range(4)], NOW - 10)
     store.messages.enqueue([accepted("d", deferred_ts=NOW + 60)], NOW - 10)

@@ -99,6 +99,17 @@ def test_counts_use_the_displayed_statuses(client, store) -> None:
     assert "instances" not in mine  # admin only
 
 
+def test_a_message_being_sent_counts_as_sending_under_a_suspension(client, store) -> None:
+    store.messages.enqueue([accepted("busy"), accepted("waiting")], NOW)
+    busy = store.messages.get("acme", "busy")
+    acme = store.tenants.get("acme")
+    store.messages.claim_due(acme, "main", me="y", now=NOW, lease_s=30, limit=9)
+    store.messages.begin_attempt(busy.pk, acme, me="y", now=NOW, lease_s=30)
+    store.tenants.set_suspended_batches("acme", ["*"], NOW)
+    counts = status(client)["messages_by_status"]
+    assert (counts["sending"], counts["suspended"]) == (1, 1)
+
+
 def test_inactive_tenant_messages_count_as_suspended(client, store) -> None:
     store.messages.enqueue([accepted("g", tenant_id="globex")], NOW)
     store.tenants.upsert("globex", {"active": False}, NOW)

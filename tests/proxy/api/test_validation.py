@@ -450,6 +450,39 @@ REJECTIONS = [
         "attachments[0].auth.token",
         "attachments[0].auth.token: invalid token",
     ),
+    ("NUL in body", message(body="a\x00b"), "body", "NUL character in body"),
+    ("NUL in html", message(html="<p>\x00</p>"), "html", "NUL character in html"),
+    ("NUL in tenant_id", message(tenant_id="ac\x00me"), "tenant_id", "NUL character in tenant_id"),
+    (
+        "NUL in account_id",
+        message(account_id="main\x00"),
+        "account_id",
+        "NUL character in account_id",
+    ),
+    (
+        "NUL in an endpoint storage_path",
+        attachment_message(storage_path="doc=\x00"),
+        "attachments[0].storage_path",
+        "attachments[0].storage_path: NUL character",
+    ),
+    (
+        "NUL in an http_url",
+        attachment_message(storage_path="https://files.example/\x00"),
+        "attachments[0].storage_path",
+        "attachments[0].storage_path: invalid url",
+    ),
+    (
+        "NUL in auth user",
+        attachment_message(auth={"method": "basic", "user": "u\x00", "password": "p"}),
+        "attachments[0].auth.user",
+        "attachments[0].auth.user: NUL character",
+    ),
+    (
+        "NUL in auth password",
+        attachment_message(auth={"method": "basic", "user": "u", "password": "\x00"}),
+        "attachments[0].auth.password",
+        "attachments[0].auth.password: NUL character",
+    ),
 ]
 
 
@@ -1112,3 +1145,16 @@ def test_address_parsing_never_raises_anything_but_value_error(text: str) -> Non
 def test_parse_batch_survives_any_json_message(entry: object) -> None:
     batch = run([entry])
     assert len(batch.accepted) + len(batch.rejected) == 1
+
+
+def test_nul_in_an_unknown_field_is_ignored_with_the_field() -> None:
+    item = accept(message(note="a\x00b", **{"x\x00": 1}))
+    assert not {"note", "x\x00"} & set(item.payload)
+
+
+@given(st.text(max_size=10), st.text(max_size=10))
+def test_no_accepted_payload_holds_a_nul(before: str, after: str) -> None:
+    for field in ("id", "subject", "body", "html", "from_name", "batch_code", "message_id"):
+        text = f"{before}\x00{after}@x"
+        batch = run([message(**{field: text})])
+        assert batch.accepted == (), field
