@@ -92,6 +92,16 @@ def operations(table: list[tuple[str, object, str | None]]) -> Iterator[tuple[st
             yield template, method, op
 
 
+class _RequestThread:
+    """Tells the store the thread serving this request is a request thread (before any query)."""
+
+    def __init__(self, store: Database) -> None:
+        self._store = store
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._store.serve_requests_here()
+
+
 def create_app(
     settings: Settings,
     store: Database,
@@ -114,6 +124,7 @@ def create_app(
 
     app = falcon.App(
         middleware=[
+            _RequestThread(store),
             AccessLogMiddleware(),
             _auth.AuthMiddleware(
                 access, lambda: _auth.admin_digest(settings, store), tenant_for_digest

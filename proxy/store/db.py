@@ -27,7 +27,7 @@ from peewee import PostgresqlDatabase
 from proxy.store import models
 from proxy.store.instances import InstanceIdInUse
 from proxy.store.postgres import POOL_WAIT_S, SharedPostgresDatabase
-from proxy.store.sqlite import Checkpointer
+from proxy.store.sqlite import Checkpointer, RequestFirstSqliteDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Store:
             if not os.path.isdir(directory):
                 raise StoreError(f"database directory does not exist: {directory}")
             lock_file = _take_lock(target + ".lock")
-        db = peewee.SqliteDatabase(
+        db = RequestFirstSqliteDatabase(
             target,
             pragmas={
                 "journal_mode": "memory" if is_memory else "wal",
@@ -211,6 +211,11 @@ class Store:
     def tx(self) -> peewee._atomic:
         """A write transaction (IMMEDIATE on SQLite)."""
         return self.db.atomic()
+
+    def serve_requests_here(self) -> None:
+        """The calling thread serves API requests: its writes go first (SQLite, ``sqlite.py``)."""
+        if isinstance(self.db, RequestFirstSqliteDatabase):
+            self.db.serve_requests_here()
 
     def release_thread_connection(self) -> None:
         """Close the calling thread's connection; actors call this in ``on_stop``."""
