@@ -8,11 +8,12 @@ an event is acknowledged at most once (SPEC §10.5).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import peewee
 
 from proxy.store import models
-from proxy.store.prepared import Prepared, Slot
+from proxy.store.prepared import InList, Prepared, Slot
 from proxy.store.records import EventRecord, loads
 
 E = models.MessageEvent
@@ -58,6 +59,26 @@ _COUNT_UNREPORTED = Prepared(
         _unreported(tenant_id)
     ),
     Slot.text(),
+)
+
+
+def _fresh(event_ids: list[Any]) -> peewee.Expression:
+    return E.event_id.in_(event_ids) & E.reported_ts.is_null()
+
+
+_FRESH_PKS = InList(lambda ids: E.select(E.message_pk).where(_fresh(ids)), Slot.number)
+_MARK_EVENTS = InList(
+    lambda ids, now: E.update(reported_ts=now).where(_fresh(ids)), Slot.number, Slot.number
+)
+_STILL_UNREPORTED = peewee.fn.EXISTS(
+    E.select(E.event_id).where(
+        (E.message_pk == M.pk) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
+    )
+)
+_MARK_FULLY_REPORTED = InList(
+    lambda pks, now: M.update(reported_ts=now).where(M.pk.in_(pks) & ~_STILL_UNREPORTED),
+    Slot.text,
+    Slot.number,
 )
 
 
@@ -127,15 +148,8 @@ class EventStore:
         with self._db.atomic():
             for start in range(0, len(event_ids), 500):
                 chunk = list(event_ids[start : start + 500])
-                fresh = E.event_id.in_(chunk) & E.reported_ts.is_null()
-                pks = sorted({row.message_pk for row in E.select(E.message_pk).where(fresh)})
-                marked += E.update(reported_ts=now).where(fresh).execute()
-                if not pks:
-                    continue
-                pending = E.select(E.message_pk).where(
-                    (E.reportable == True)  # noqa: E712
-                    & E.reported_ts.is_null()
-                    & E.message_pk.in_(pks)
-                )
-                M.update(reported_ts=now).where(M.pk.in_(pks) & M.pk.not_in(pending)).execute()
+                pks = sorted({row.message_pk for row in _FRESH_PKS.rows(E, chunk)})
+                marked += _MARK_EVENTS.execute(self._db, chunk, now)
+                if pks:
+                    _MARK_FULLY_REPORTED.execute(self._db, pks, now)
         return marked

@@ -138,3 +138,42 @@ class ByShape:
             prepared, varying = self._prepared(group[0])
             batch = [prepared.sql_and_params(db, *(r[k] for k in varying)) for r in group]
             db.cursor().executemany(batch[0][0], [params for _sql, params in batch])
+
+
+class InList:
+    """Prepared statements with one ``IN (...)`` list: one compiled per list length.
+
+    ``build(markers, *extra)`` gets the list's markers and the ``extra`` slots'
+    markers. Lengths are bounded by the callers' chunk size, so the cache is too.
+    """
+
+    def __init__(
+        self,
+        build: Callable[..., peewee.Query],
+        item: Callable[[], Slot],
+        *extra: Callable[[], Slot],
+    ) -> None:
+        self._build = build
+        self._item = item
+        self._extra = extra
+        self._cache: dict[int, Prepared] = {}
+
+    def _prepared(self, length: int) -> Prepared:
+        found = self._cache.get(length)
+        if found is None:
+            items = [self._item() for _ in range(length)]
+            extra = [make() for make in self._extra]
+
+            def build(*markers: Any) -> peewee.Query:
+                return self._build(list(markers[:length]), *markers[length:])
+
+            found = self._cache[length] = Prepared(build, *items, *extra)
+        return found
+
+    def execute(self, db: peewee.Database, items: Sequence[Any], *extra_values: Any) -> int:
+        return self._prepared(len(items)).execute(db, *items, *extra_values)
+
+    def rows(
+        self, model: type[peewee.Model], items: Sequence[Any], *extra_values: Any
+    ) -> Sequence[peewee.Model]:
+        return self._prepared(len(items)).rows(model, *items, *extra_values)

@@ -11,10 +11,42 @@ from __future__ import annotations
 import peewee
 
 from proxy.store import models
+from proxy.store.prepared import Prepared, Slot
 
 L = models.SyncLease
 T = models.Tenant
 E = models.MessageEvent
+
+# The sync path's statements, compiled once (proxy/store/prepared.py).
+_LEASE_ROW = Prepared(
+    lambda tenant_id, holder, expires: L.insert(
+        tenant_id=tenant_id, holder=holder, expires_ts=expires
+    ).on_conflict_ignore(),
+    Slot.text(),
+    Slot.text(),
+    Slot.number(),
+)
+_TAKE_LEASE = Prepared(  # the holder twice: a slot appears once in a statement
+    lambda holder, expires, tenant_id, same_holder, now: L.update(
+        holder=holder, expires_ts=expires
+    ).where((L.tenant_id == tenant_id) & ((L.holder == same_holder) | (L.expires_ts <= now))),
+    Slot.text(),
+    Slot.number(),
+    Slot.text(),
+    Slot.text(),
+    Slot.number(),
+)
+_RELEASE_LEASE = Prepared(
+    lambda tenant_id, holder: L.delete().where((L.tenant_id == tenant_id) & (L.holder == holder)),
+    Slot.text(),
+    Slot.text(),
+)
+_LAST_EVENT_ID = Prepared(
+    lambda tenant_id: E.select(peewee.fn.MAX(E.event_id).alias("n")).where(
+        E.tenant_id == tenant_id
+    ),
+    Slot.text(),
+)
 
 
 class SyncStateStore:
@@ -27,19 +59,14 @@ class SyncStateStore:
         One conditional UPDATE decides, so two instances racing for an expired
         lease cannot both win (PostgreSQL re-checks the condition on the locked row).
         """
+        expires = now + lease_s
         with self._db.atomic():
-            L.insert(
-                tenant_id=tenant_id, holder=holder, expires_ts=now + lease_s
-            ).on_conflict_ignore().execute()
-            taken = (
-                L.update(holder=holder, expires_ts=now + lease_s)
-                .where((L.tenant_id == tenant_id) & ((L.holder == holder) | (L.expires_ts <= now)))
-                .execute()
-            )
+            _LEASE_ROW.execute(self._db, tenant_id, holder, expires)
+            taken = _TAKE_LEASE.execute(self._db, holder, expires, tenant_id, holder, now)
         return taken == 1
 
     def release(self, tenant_id: str, holder: str) -> None:
-        L.delete().where((L.tenant_id == tenant_id) & (L.holder == holder)).execute()
+        _RELEASE_LEASE.execute(self._db, tenant_id, holder)
 
     def release_instance(self, instance_id: str | None) -> int:
         """Drop leases left by a dead process: all of them (SQLite) or one instance's."""
@@ -50,7 +77,7 @@ class SyncStateStore:
 
     def last_event_id(self, tenant_id: str) -> int:
         """The newest event id of the tenant (0 when none): a cursor for "accepted since"."""
-        return E.select(peewee.fn.MAX(E.event_id)).where(E.tenant_id == tenant_id).scalar() or 0
+        return _LAST_EVENT_ID.rows(E, tenant_id)[0].n or 0
 
     def accepted_since(self, tenant_id: str, event_id: int) -> bool:
         """Whether a message was accepted (a ``queued`` event written) after ``event_id``."""

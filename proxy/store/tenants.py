@@ -163,6 +163,24 @@ _TENANT = Prepared(
 )
 
 
+_SYNC_SUCCESS = Prepared(  # after every successful sync call: compiled once
+    lambda synced, called, dnd, next_ts, tenant_id: models.Tenant.update(
+        last_sync_ts=synced,
+        last_call_ts=called,
+        dnd_until=dnd,
+        next_sync_ts=next_ts,
+        consecutive_failures=0,
+        last_error=None,
+        last_error_ts=None,
+    ).where(models.Tenant.id == tenant_id),
+    Slot.number(),
+    Slot.number(),
+    Slot.number(),
+    Slot.number(),
+    Slot.text(),
+)
+
+
 class TenantStore:
     def __init__(self, db: peewee.Database, codec: SecretCodec | None = None) -> None:
         self._db = db
@@ -371,15 +389,7 @@ class TenantStore:
     def record_sync_success(
         self, tenant_id: str, now: int, *, dnd_until: int | None, next_sync_ts: int
     ) -> None:
-        models.Tenant.update(
-            last_sync_ts=now,
-            last_call_ts=now,
-            dnd_until=dnd_until,
-            next_sync_ts=next_sync_ts,
-            consecutive_failures=0,
-            last_error=None,
-            last_error_ts=None,
-        ).where(models.Tenant.id == tenant_id).execute()
+        _SYNC_SUCCESS.execute(self._db, now, now, dnd_until, next_sync_ts, tenant_id)
 
     def clear_dnd_and_backoff(self, tenant_id: str) -> None:
         models.Tenant.update(dnd_until=None, consecutive_failures=0, next_sync_ts=None).where(
