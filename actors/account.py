@@ -9,6 +9,7 @@ Receives:
 Sends:
   ReportsPending(tenant_id) to the Supervisor after writing a reportable event
   Idle("account", key)      to the Supervisor after ``account_idle_stop`` seconds without work
+  PassDone(tenant, account) to the Supervisor in test mode when a run-now's pass ends
   ChildFailed               (via ``Supervised.on_failure``) when a handler raises
 
 A handled ``SendNext`` sends until something arrives in the inbox (at most
@@ -36,6 +37,7 @@ from actors.messages import (
     Flush,
     Idle,
     IdleCheck,
+    PassDone,
     ReloadAccount,
     ReportsPending,
     SendNext,
@@ -366,6 +368,8 @@ class AccountActor(Supervised):
     def _go_idle(self) -> None:
         self._busy = False
         self._idle_since = self.ctx.clock.monotonic()
+        if not self.ctx.timers_enabled:  # test mode: the run-now's sync waits for this
+            self.tell_supervisor(PassDone(self.tenant_id, self.account_id))
         self._schedule_idle_check()
 
     def _schedule_idle_check(self) -> None:

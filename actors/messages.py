@@ -79,6 +79,14 @@ class ReportsPending:
 
 
 @dataclass(frozen=True, slots=True)
+class PassDone:
+    """Test mode: an account attempted everything due after a run-now woke it (SPEC §6.6)."""
+
+    tenant_id: str
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChildFailed:
     """Sent by a child's ``on_failure``: restart it with backoff."""
 

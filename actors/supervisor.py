@@ -6,6 +6,7 @@ Receives:
   TenantChanged, TenantRemoved   spawn, reload or stop a TenantActor (and its accounts)
   AccountChanged, AccountRemoved reload or stop an AccountActor
   ReportsPending(tenant_id)      from an AccountActor: forward ``SyncDue`` to the tenant
+  PassDone(tenant_id, account_id) test mode: an account's run-now pass ended (``_passes``)
   ChildFailed(kind, key, error)  a child crashed: restart it after a backoff
   Restart(kind, key)             timer: the backoff elapsed
   Idle(kind, key)                a child has nothing to do: stop it (respawned on demand)
@@ -33,6 +34,7 @@ from typing import Any
 import pykka
 
 from actors._context import ActorContext
+from actors._passes import Passes
 from actors._timer import Cancel
 from actors.account import AccountActor
 from actors.bounce import BounceActor
@@ -43,6 +45,7 @@ from actors.messages import (
     Idle,
     ListChildren,
     MessagesAdded,
+    PassDone,
     ReloadAccount,
     ReloadBounce,
     ReloadTenant,
@@ -105,6 +108,7 @@ class Supervisor(pykka.ThreadingActor):
         self.pollers = Pollers(
             ctx, self.actor_ref, bounce_kind=self.kinds.bounce, pec_kind=self.kinds.pec
         )
+        self._passes = Passes()  # test mode: syncs wait for their accounts' pass
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -140,7 +144,10 @@ class Supervisor(pykka.ThreadingActor):
             case WakeAccounts(tenant_id=tenant_id):
                 self._wake_accounts(tenant_id)
             case ReportsPending(tenant_id=tenant_id):
-                self._tell_tenant(tenant_id, ReportsReady())
+                if not self._passes.holds_reports(tenant_id):
+                    self._tell_tenant(tenant_id, ReportsReady())
+            case PassDone(tenant_id=tenant_id, account_id=account_id):
+                self._pass_finished(tenant_id, account_id)
             case TenantChanged(tenant_id=tenant_id):
                 self._tell_tenant(tenant_id, ReloadTenant())
             case TenantRemoved(tenant_id=tenant_id):
@@ -198,9 +205,16 @@ class Supervisor(pykka.ThreadingActor):
         self.tenants[tenant_id] = ref
         return ref
 
-    def _wake_accounts(self, tenant_id: str | None) -> None:
+    def _wake_accounts(self, tenant_id: str | None) -> list[tuple[str, str]]:
+        """Tell every account (of one tenant) to send; the keys of those told."""
+        woken = []
         for account in self.ctx.store.accounts.list(tenant_id):
-            self._tell_account((account.tenant_id, account.id), WorkAvailable())
+            key = (account.tenant_id, account.id)
+            ref = self._account(key)
+            if ref is not None:
+                ref.tell(WorkAvailable())
+                woken.append(key)
+        return woken
 
     def _run_now(self, tenant_id: str | None, *, force_sync: bool = True) -> None:
         """Wake accounts and syncs (SPEC §10.9).
@@ -208,7 +222,10 @@ class Supervisor(pykka.ThreadingActor):
         ``force_sync`` is False for another instance's run-now whose forced sync
         call is made elsewhere.
         """
-        self._wake_accounts(tenant_id)
+        woken = self._wake_accounts(tenant_id)
+        if not self.ctx.timers_enabled:  # test mode: one pass, then one sync (SPEC §6.6)
+            for key in woken:
+                self._passes.started(*key)
         if tenant_id is None and self.reporter is not None:
             self.reporter.tell(RunRetention())  # an admin run-now also applies retention
         if tenant_id is None:
@@ -216,7 +233,14 @@ class Supervisor(pykka.ThreadingActor):
         tenant_ids = [tenant_id] if tenant_id else [t.id for t in self.ctx.store.tenants.list()]
         for tid in tenant_ids:
             # Only a tenant token's run-now forces a call and clears DND (SPEC §10.9).
-            self._tell_tenant(tid, SyncDue(force=force_sync and tenant_id is not None))
+            sync = SyncDue(force=force_sync and tenant_id is not None)
+            if not self._passes.hold(tid, sync):
+                self._tell_tenant(tid, sync)
+
+    def _pass_finished(self, tenant_id: str, account_id: str) -> None:
+        held = self._passes.finished(tenant_id, account_id)
+        if held is not None:
+            self._tell_tenant(tenant_id, held)
 
     def _forwarded_run_nows(self) -> None:
         """Run-nows received by other instances sharing the database (SPEC §18.5)."""
@@ -240,6 +264,8 @@ class Supervisor(pykka.ThreadingActor):
         self.pollers.tenant_removed(tenant_id)
 
     def _stop_child(self, kind: str, key: tuple[str, ...]) -> None:
+        if kind == "account":
+            self._pass_finished(key[0], key[1])  # a stopped account's pass is over
         table: dict[Any, pykka.ActorRef] = self.accounts if kind == "account" else self.tenants
         lookup: Any = key if kind == "account" else key[0]
         ref = table.pop(lookup, None)
@@ -256,6 +282,7 @@ class Supervisor(pykka.ThreadingActor):
         self.ctx.metrics.actor_restarts.labels(kind).inc()
         if kind == "account":
             self.accounts.pop(key, None)  # type: ignore[call-overload]
+            self._pass_finished(key[0], key[1])  # a crashed account's pass is over
         elif kind == "tenant":
             self.tenants.pop(key[0], None)
         elif kind == "reporter":

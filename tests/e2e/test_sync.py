@@ -254,3 +254,24 @@ def test_test_mode_syncs_only_on_run_now_not_on_tenant_changes(tmp_path, tenant_
         tenant_app.wait_for_calls(1)
         _settle_tenant_actors(server)
         assert len(tenant_app.calls) == 1
+
+
+@pytest.mark.parametrize("caller", ["admin", "tenant"])
+def test_test_mode_run_now_is_one_pass_then_one_sync_call(
+    tmp_path, tenant_app, smtp_sink, caller
+) -> None:
+    """SPEC §6.6: each run-now performs one complete dispatch pass, then one sync cycle:
+    the tenant hears once, with every outcome of the pass (here more than one account
+    turn's worth), not first an empty heartbeat and then one call per turn."""
+    with running_proxy(fast_settings(tmp_path, test_mode=True)) as (server, api):
+        key = api.add_tenant("acme", client_base_url=tenant_app.url)
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.add_messages(*(message(f"m{i:02d}") for i in range(20)))
+        runner = api if caller == "admin" else api.as_token(key)
+        assert runner.post("/commands/run-now").status_code == 200
+
+        items = tenant_app.wait_for_items(lambda i: i.get("event") == "sent", min_count=20)
+        _settle_tenant_actors(server)
+        assert len(items) == 20
+        assert len(tenant_app.calls) == 1
+        assert len(tenant_app.calls[0].body["delivery_report"]) == 20
