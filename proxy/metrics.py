@@ -118,5 +118,10 @@ class Metrics:
             metric.remove_by_labels(ids)
         self.send_duration.remove_by_labels(ids)
 
+    def remove_tenant(self, tenant_id: str) -> None:
+        """Drop a deleted tenant's per-tenant series (its accounts go by ``remove_account``)."""
+        for metric in (self.sync_failures, self.reported_events):
+            metric.remove_by_labels({"tenant_id": tenant_id})
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

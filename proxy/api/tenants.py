@@ -293,6 +293,7 @@ class TenantItem:
             raise not_found(tenant_id)
         for account_id in accounts:
             self.deps.metrics.remove_account(tenant_id, tenant.display_name, account_id)
+        self.deps.metrics.remove_tenant(tenant_id)
         self.deps.engine.tenant_removed(tenant_id)
         resp.media = {"ok": True}
 

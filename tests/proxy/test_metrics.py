@@ -92,6 +92,21 @@ def test_removing_an_account_removes_every_series_with_its_ids() -> None:
     assert len(of(after, "gmp_pec_events_total", tenant_id="globex")) == len(PEC_EVENTS)
 
 
+def test_removing_a_tenant_removes_its_sync_and_report_series_only() -> None:
+    metrics = Metrics()
+    for tenant in ("acme", "globex"):
+        metrics.sync_failures.labels(tenant, tenant.upper(), "timeout").inc()
+        metrics.reported_events.labels(tenant, tenant.upper(), "sent").inc(3)
+    before = scrape(metrics.render())
+
+    metrics.remove_tenant("acme")
+
+    after = scrape(metrics.render())
+    assert set(before) - set(after) == set(of(before, tenant_id="acme"))
+    assert len(of(after, "gmp_sync_failures_total", tenant_id="globex")) == 1
+    assert len(of(after, "gmp_reported_events_total", tenant_id="globex")) == 1
+
+
 def test_removing_an_unknown_account_changes_nothing() -> None:
     metrics = Metrics()
     before = scrape(metrics.render())
