@@ -4,7 +4,8 @@ They do not validate requests: ``proxy.api.validation.parse_batch`` judges each 
 on its own and answers per message (SPEC §4.3), which a pydantic model of the whole
 batch cannot do. To keep the two from drifting, ``tests/proxy/api/test_openapi.py``
 checks that SPEC §4.5's example validates here AND is accepted by ``parse_batch``, and
-the shared limits below are imported from ``validation`` rather than repeated.
+the shared limits below are imported from ``validation`` and ``attachment_fields``
+rather than repeated.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from proxy.api.attachment_fields import MAX_FILENAME_CHARS
 from proxy.api.validation import (
     MAX_BATCH_CODE_CHARS,
-    MAX_FILENAME_CHARS,
     MAX_ID_CHARS,
     MAX_MESSAGES,
 )

@@ -3,7 +3,7 @@
 SPEC §9.6 rule 1 (confinement), rule 3 (filenames are sanitised for headers) and
 §9.3 rule 1 (the ``{MD5:<hex>}`` marker). No network and no database; the
 filesystem is touched only by ``os.path.realpath`` (to see where ``..`` and
-symlinks lead). Used at enqueue (``api/validation.py``) and again at send time,
+symlinks lead). Used at enqueue (``api/attachment_fields.py``) and again at send time,
 because a symlink may have been changed in between.
 
 The outbound-address policy (SSRF) is ``proxy.netpolicy``; ``fetch.py`` applies it.

@@ -17,7 +17,7 @@ from falcon.testing import TestClient
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import BaseModel
 
-from proxy.api import validation
+from proxy.api import attachment_fields, validation
 from proxy.api._doc import ADMIN, AUTH, PUBLIC, Operation, Param
 from proxy.api.deps import Deps
 from proxy.api.docs import ASSETS, CSP
@@ -225,10 +225,10 @@ def test_message_model_documents_every_field_the_validator_reads() -> None:
 
 
 def test_attachment_model_matches_the_validators_strict_keys() -> None:
-    assert set(Attachment.model_fields) == validation._ATTACHMENT_KEYS
-    assert set(AttachmentAuth.model_fields) == validation._AUTH_KEYS
+    assert set(Attachment.model_fields) == attachment_fields._ATTACHMENT_KEYS
+    assert set(AttachmentAuth.model_fields) == attachment_fields._AUTH_KEYS
     modes = Attachment.model_json_schema()["properties"]["fetch_mode"]["anyOf"][0]["enum"]
-    assert set(modes) == validation._FETCH_MODES
+    assert set(modes) == attachment_fields._FETCH_MODES
 
 
 def test_add_messages_request_is_documented_with_the_spec_example(document: dict) -> None:

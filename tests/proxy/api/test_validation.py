@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.api.addresses import is_valid_address, parse_address_list
 from proxy.api.validation import (
     MAX_MESSAGES,
     Accepted,
@@ -21,8 +22,6 @@ from proxy.api.validation import (
     ForeignTenant,
     Rejection,
     TooManyMessages,
-    is_valid_address,
-    parse_address_list,
     parse_batch,
     parse_priority,
 )
