@@ -43,12 +43,18 @@ def parse_attachments(raw: object, allowed_dirs: tuple[str, ...]) -> list[dict[s
     return [_attachment(f"attachments[{i}]", item, allowed_dirs) for i, item in enumerate(raw)]
 
 
-def _attachment(where: str, raw: object, allowed_dirs: tuple[str, ...]) -> dict[str, Any]:
+def _strict_object(raw: object, where: str, allowed: frozenset[str], what: str) -> dict[str, Any]:
+    """``raw`` as an object with only ``allowed`` fields (SPEC §4.2: unknown ones are rejected)."""
     if not isinstance(raw, dict):
-        raise Reject.nested(where, "invalid attachment")
+        raise Reject.nested(where, f"invalid {what}")
     for key in raw:
-        if key not in _ATTACHMENT_KEYS:
+        if key not in allowed:
             raise Reject.nested(f"{where}.{key}", "unknown field")
+    return raw
+
+
+def _attachment(where: str, raw: object, allowed_dirs: tuple[str, ...]) -> dict[str, Any]:
+    raw = _strict_object(raw, where, _ATTACHMENT_KEYS, "attachment")
     filename = raw.get("filename")
     if is_blank(filename):
         raise Reject.nested(f"{where}.filename", "missing filename")
@@ -142,11 +148,7 @@ def _check_url(field: str, url: str) -> None:
 def _auth(path: str, raw: object) -> dict[str, Any] | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise Reject.nested(path, "invalid auth")
-    for key in raw:
-        if key not in _AUTH_KEYS:
-            raise Reject.nested(f"{path}.{key}", "unknown field")
+    raw = _strict_object(raw, path, _AUTH_KEYS, "auth")
     method = raw.get("method")
     if is_blank(method):
         raise Reject.nested(f"{path}.method", "missing method")
