@@ -166,11 +166,14 @@ class AccountActor(Supervised):
                     break
         finally:
             self._record_unrecorded()
+        self._announce_reports()
+        if attempted is not None:
+            self.actor_ref.tell(SendNext())
+
+    def _announce_reports(self) -> None:
         if self._wrote_event:
             self._wrote_event = False
             self.tell_supervisor(ReportsPending(self.tenant_id))
-        if attempted is not None:
-            self.actor_ref.tell(SendNext())
 
     def _send_one(self) -> bool | None:
         """Attempt the next message; None when out of work."""
@@ -366,6 +369,10 @@ class AccountActor(Supervised):
     # -- idling --------------------------------------------------------------------------------
 
     def _go_idle(self) -> None:
+        # The pass's last outcome is written and announced first: in test mode the
+        # run-now's sync, released by PassDone, would otherwise miss it.
+        self._record_unrecorded()
+        self._announce_reports()
         self._busy = False
         self._idle_since = self.ctx.clock.monotonic()
         if not self.ctx.timers_enabled:  # test mode: the run-now's sync waits for this

@@ -11,6 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from actors.account import AccountActor
+from actors.messages import PassDone
+from actors.supervisor import ChildKinds
 from tests.fixtures.proxy import fast_settings, message, running_proxy
 from tests.fixtures.tenant_http import Reply
 from tests.fixtures.waiting import wait_until
@@ -275,3 +278,36 @@ def test_test_mode_run_now_is_one_pass_then_one_sync_call(
         assert len(items) == 20
         assert len(tenant_app.calls) == 1
         assert len(tenant_app.calls[0].body["delivery_report"]) == 20
+
+
+class HoldsAfterItsPass(AccountActor):
+    """Once its pass is announced, waits for the sync call it releases (``tenant_app``).
+
+    This forces the order in which the sync runs before the account thread goes on:
+    an outcome written after ``PassDone`` would then come as a second call.
+    """
+
+    tenant_app = None
+
+    def tell_supervisor(self, message: object) -> None:
+        super().tell_supervisor(message)
+        if isinstance(message, PassDone):
+            HoldsAfterItsPass.tenant_app.wait_for_calls(1)
+
+
+def test_test_mode_run_now_sync_carries_the_pass_last_outcome(tmp_path, tenant_app, smtp_sink):
+    """The last message of a run-now's pass is in its one sync call, not in a second."""
+    HoldsAfterItsPass.tenant_app = tenant_app
+    kinds = ChildKinds(account=HoldsAfterItsPass)
+    with running_proxy(fast_settings(tmp_path, test_mode=True), kinds=kinds) as (server, api):
+        key = api.add_tenant("acme", client_base_url=tenant_app.url)
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.add_messages(*(message(f"m{i:02d}") for i in range(3)))
+        assert api.as_token(key).post("/commands/run-now").status_code == 200
+
+        tenant_app.wait_for_items(lambda i: i.get("event") == "sent", min_count=3)
+        _settle_tenant_actors(server)
+        assert len(tenant_app.calls) == 1
+        items = tenant_app.calls[0].body["delivery_report"]
+        sent = [i["id"] for i in items if i["event"] == "sent"]
+        assert sorted(sent) == ["m00", "m01", "m02"]
