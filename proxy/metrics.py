@@ -123,5 +123,26 @@ class Metrics:
         for metric in (self.sync_failures, self.reported_events):
             metric.remove_by_labels({"tenant_id": tenant_id})
 
+    def rename_tenant(self, tenant_id: str, tenant_name: str) -> None:
+        """Carry a tenant's series over to its new name, values included.
+
+        ``tenant_name`` is part of every label set L (SPEC §13): without this a renamed
+        tenant's accounts would show twice, the old series frozen beside the new. A send
+        finishing during the rename may still count once under the old name.
+        """
+        named = (*self._account_counters, self.bounces, self.pec_events)
+        for metric in (*named, self.sync_failures, self.reported_events):
+            moved = [
+                (sample.labels, sample.value)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.name.endswith("_total")
+                and sample.labels["tenant_id"] == tenant_id
+                and sample.labels["tenant_name"] != tenant_name
+            ]
+            for labels, value in moved:
+                metric.remove(*labels.values())
+                metric.labels(**(labels | {"tenant_name": tenant_name})).inc(value)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -119,6 +119,8 @@ def _database(value: str) -> str:
 _PORT = _between(1, 65535)
 _LISTEN_PORT = _between(0, 65535)  # 0 = any free port (tests, side-by-side instances)
 _ONE = _at_least(1)
+# A day: slower polling defeats bounce detection, and the poller's timer needs a finite wait.
+MAX_POLL_INTERVAL_S = 86_400
 _ZERO = _at_least(0)
 
 
@@ -228,7 +230,7 @@ OPTIONS: tuple[Option, ...] = (
     _o("bounce", "imap_ssl", "GMP_BOUNCE_IMAP_SSL", "bool", True, "IMAP over TLS"),
     _o("bounce", "imap_folder", "GMP_BOUNCE_IMAP_FOLDER", "str", "INBOX", "folder to read"),
     _o("bounce", "poll_interval", "GMP_BOUNCE_POLL_INTERVAL", "int", 60, "seconds between polls",
-       check=_ONE),
+       check=_between(1, MAX_POLL_INTERVAL_S)),
     _o("bounce", "return_path", "GMP_BOUNCE_RETURN_PATH", "str", None,
        "envelope sender (Return-Path) that routes bounces to this mailbox"),
     _o("bounce", "processed_folder", "GMP_BOUNCE_PROCESSED_FOLDER", "str", None,

@@ -21,14 +21,13 @@ from proxy.api._doc import ADMIN, operation
 from proxy.api._errors import BadRequest
 from proxy.api.deps import Deps
 from proxy.api.tenants import Ok
+from proxy.options import MAX_POLL_INTERVAL_S
 from proxy.store.records import MASK
 from proxy.store.settings import API_TOKEN_SHA256, INSTANCE_FIELDS
 
 INSTANCE_ID = 1  # one settings record per deployment (the original's row id)
 BOUNCE_WITHOUT_HOST = "Bounce enabled but imap_host not configured"
 MIN_API_TOKEN_CHARS = 16
-# A day: slower polling defeats bounce detection, and the poller's timer needs a finite wait.
-MAX_POLL_INTERVAL_S = 86_400
 
 NoSpace = Annotated[str, Field(max_length=255, pattern=r"^\S*$")]
 Folder = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\r\n]+$")]

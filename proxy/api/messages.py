@@ -226,22 +226,27 @@ class MessageCollection:
         limit = query_int(req, "limit", minimum=1, maximum=None)
         limit = None if limit is None or limit > MAX_INT64 else limit
         offset = min(query_int(req, "offset", maximum=None) or 0, MAX_INT64)
+        message_id = req.get_param("id")
         # A terminal status is stored as such; the others depend on the tenant and time.
-        in_sql = status is None or status in models.TERMINAL
+        # An id matches at most one record (SPEC §3.9), though with the admin token and
+        # no tenant it may exist in several tenants: the first in list order is shown.
+        status_is_live = status is not None and status not in models.TERMINAL
+        in_sql = not status_is_live and message_id is None
         store, now = self.deps.store, self.deps.now()
         rows = store.messages.list(
             tenant_id,
-            active_only=query_bool(req, "active_only") or not in_sql,
-            stored_status=status if in_sql else None,
+            active_only=query_bool(req, "active_only") or status_is_live,
+            stored_status=status if status in models.TERMINAL else None,
             batch_code=req.get_param("batch_code"),
-            message_id=req.get_param("id"),
+            message_id=message_id,
             limit=limit if in_sql else None,
             offset=offset if in_sql else 0,
         )
         tenants = {t: store.tenants.get(t) for t in {row.tenant_id for row in rows}}
         shown = [(row, display_status(row, tenants[row.tenant_id], now)) for row in rows]
         if not in_sql:
-            shown = [(row, s) for row, s in shown if s == status]
+            shown = [(row, s) for row, s in shown if status is None or s == status]
+            shown = shown[:1] if message_id is not None else shown
             shown = shown[offset : None if limit is None else offset + limit]
         pks = [row.pk for row, _ in shown]
         notes = store.events.latest_notes(pks)

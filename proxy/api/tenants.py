@@ -170,6 +170,13 @@ def tenant_info(tenant: TenantRecord, now: int) -> dict[str, Any]:
     )
 
 
+def follow_rename(deps: Deps, tenant_id: str, old_name: str) -> None:
+    """Metric series carry the tenant's name (SPEC §13): a new name moves them."""
+    tenant = deps.store.tenants.get(tenant_id, with_key=False)
+    if tenant is not None and tenant.display_name != old_name:
+        deps.metrics.rename_tenant(tenant_id, tenant.display_name)
+
+
 class TenantCollection:
     """``POST /tenant`` (create or merge) and ``GET /tenants``."""
 
@@ -191,6 +198,7 @@ class TenantCollection:
         fields = payload.stored_fields()
         check_download_links(fields.get("large_file_config"), self.deps.settings.public_url)
         now = self.deps.now()
+        before = self.deps.store.tenants.get(payload.id, with_key=False)
         created = self.deps.store.tenants.upsert(payload.id, fields, now)
         body: dict[str, Any] = {"ok": True}
         if created:
@@ -199,6 +207,8 @@ class TenantCollection:
                 payload.id, _auth.digest(api_key), payload.api_key_expires_at, now
             )
             body |= {"created": True, "api_key": api_key}
+        elif before is not None:
+            follow_rename(self.deps, payload.id, before.display_name)
         self.deps.engine.tenant_changed(payload.id)
         resp.media = body
 
@@ -274,6 +284,8 @@ class TenantItem:
             raise Forbidden(f"Field '{exc.field}' requires the admin token") from None
         if changed is None:
             raise not_found(tenant_id)
+        if "name" in changed:
+            follow_rename(self.deps, tenant_id, tenant.display_name)
         if changed:
             self.deps.engine.tenant_changed(tenant_id)
         resp.media = {"ok": True}

@@ -386,6 +386,23 @@ def test_ports_outside_the_range_are_refused(port):
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("1", True), ("86400", True), ("0", False), ("86401", False), ("99999999999", False)],
+)
+def test_bounce_poll_interval_is_bounded_like_the_api(text, ok):
+    """The API caps it at a day (PUT /instance); the file and environment do too."""
+    if ok:
+        assert load_settings(env={"GMP_BOUNCE_POLL_INTERVAL": text}).bounce_poll_interval == int(
+            text
+        )
+    else:
+        assert str(error_of(env={"GMP_BOUNCE_POLL_INTERVAL": text})) == (
+            "invalid value for GMP_BOUNCE_POLL_INTERVAL (environment): "
+            f"must be between 1 and 86400, got {text!r}"
+        )
+
+
 def test_file_strings_are_parsed_like_env_text(tmp_path):
     path = write(
         tmp_path,

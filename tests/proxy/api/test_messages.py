@@ -178,6 +178,20 @@ def test_admin_without_tenant_lists_every_tenant_and_a_tenant_token_its_own(clie
     assert result.status_code == 403
 
 
+def test_an_id_shows_at_most_one_record_even_across_tenants(client, store) -> None:
+    """SPEC §3.9: ``id`` gives at most one record; with the admin token and no tenant,
+    the first of the list order (priority, acceptance, id) when several tenants use it."""
+    store.messages.enqueue([accepted("m", tenant_id="globex", priority=1)], NOW - 5)
+    store.messages.enqueue([accepted("m", tenant_id="acme", priority=1)], NOW - 10)
+    store.messages.enqueue([accepted("other", tenant_id="acme")], NOW - 10)
+    attempt(store, "m", Sent(250, "OK"), NOW - 1)  # acme's: shown as sent
+    assert [(m["tenant_id"], m["status"]) for m in listing(client, id="m")] == [("acme", "sent")]
+    assert [m["tenant_id"] for m in listing(client, id="m", tenant_id="globex")] == ["globex"]
+    assert [m["tenant_id"] for m in listing(client, id="m", status="pending")] == ["globex"]
+    assert listing(client, id="m", offset=1) == []
+    assert listing(client, id="nobody") == []
+
+
 @pytest.mark.parametrize(
     ("params", "loc"),
     [

@@ -120,3 +120,44 @@ def test_deleting_a_pec_account_removes_its_pec_series(client) -> None:
     result = client.simulate_delete("/account/pec", params={"tenant_id": "acme"}, headers=ADMIN)
     assert result.status_code == 200, result.text
     assert of(scraped(client), account_id="pec") == {}
+
+
+# -- a renamed tenant --------------------------------------------------------------------------
+
+
+def test_renaming_a_tenant_moves_its_series_and_their_values(client, metrics) -> None:
+    post_account(client, is_pec_account=True, imap_host="127.0.0.1")
+    metrics.sent.labels(*PEC.values()).inc(2)
+    metrics.pec_events.labels(*PEC.values(), "pec_delivery").inc()
+    metrics.reported_events.labels("acme", "ACME", "sent").inc(2)
+    metrics.sync_failures.labels("globex", "globex", "timeout").inc()
+    before = scraped(client)
+
+    result = client.simulate_put("/tenant/acme", json={"name": "ACME Inc"}, headers=ADMIN)
+    assert result.status_code == 200, result.text
+
+    after = scraped(client)
+    assert of(after, tenant_name="ACME") == {}
+    renamed = PEC | {"tenant_name": "ACME Inc"}
+    assert after[series("gmp_sent_total", **renamed)] == 2.0
+    assert after[series("gmp_pec_events_total", **renamed, pec_event="pec_delivery")] == 1.0
+    assert (
+        after[
+            series(
+                "gmp_reported_events_total",
+                tenant_id="acme",
+                tenant_name="ACME Inc",
+                event_type="sent",
+            )
+        ]
+        == 2.0
+    )
+    assert len(of(after, tenant_name="ACME Inc")) == len(of(before, tenant_name="ACME"))
+    assert of(after, tenant_id="globex") == of(before, tenant_id="globex")
+
+    # POST /tenant with a null name: the name returns to its default, the id.
+    result = client.simulate_post("/tenant", json={"id": "acme", "name": None}, headers=ADMIN)
+    assert result.status_code == 200, result.text
+    after = scraped(client)
+    assert of(after, tenant_id="acme", tenant_name="ACME Inc") == {}
+    assert after[series("gmp_sent_total", **(PEC | {"tenant_name": "acme"}))] == 2.0
