@@ -291,7 +291,9 @@ class SmtpConnection:
         except BaseException:
             _abort(smtp)
             raise
-        smtp.timeout = self._send_timeout_s
+        # Each transaction runs under one deadline (``_run``): per-command timers
+        # (``asyncio.wait_for`` on every reply) would only repeat it, at a cost per command.
+        smtp.timeout = None
         return smtp
 
     def _quit(self) -> None:

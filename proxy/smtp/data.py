@@ -82,7 +82,8 @@ async def send_data(
     Behaves like ``SMTP.data`` on the wire and in what it raises: ``SMTPDataError``
     for any reply but 354 to DATA or 250 at the end, a ``ConnectionError``
     (``SMTPServerDisconnected`` or the transport's own) when the server goes away,
-    a ``TimeoutError`` when the final reply takes longer than ``smtp.timeout``.
+    a ``TimeoutError`` when the final reply takes longer than ``smtp.timeout`` (when set;
+    ``SmtpConnection`` leaves it unset and bounds the whole transaction instead).
     After either of the last two the session's state is unknown and the caller
     must drop it (``client._attempt`` does). ``while_waiting`` runs once the data
     is written, while the server works on it. Uses only public aiosmtplib calls,
@@ -110,8 +111,9 @@ async def send_data(
         async with asyncio.timeout(smtp.timeout):
             response = await reply
     finally:
-        reply.cancel()  # a no-op once it is done
-        await asyncio.wait([reply])  # no reader outlives the send
+        if not reply.done():
+            reply.cancel()
+            await asyncio.wait([reply])  # no reader outlives the send
         if not reply.cancelled():
             reply.exception()  # retrieved: asyncio would log it otherwise
     if response.code != COMPLETED:
