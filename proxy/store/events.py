@@ -130,7 +130,7 @@ class EventStore:
         return [_record(row, row.client_id) for row in _UNREPORTED.rows(E, tenant_id, limit)]
 
     def count_unreported(self, tenant_id: str) -> int:
-        return int(_COUNT_UNREPORTED.rows(E, tenant_id)[0].n)
+        return int(_COUNT_UNREPORTED.values(self._db, tenant_id)[0][0])
 
     def tenants_with_unreported(self) -> list[str]:
         query = (
@@ -148,7 +148,7 @@ class EventStore:
         with self._db.atomic():
             for start in range(0, len(event_ids), 500):
                 chunk = list(event_ids[start : start + 500])
-                pks = sorted({row.message_pk for row in _FRESH_PKS.rows(E, chunk)})
+                pks = sorted({pk for (pk,) in _FRESH_PKS.values(self._db, chunk)})
                 marked += _MARK_EVENTS.execute(self._db, chunk, now)
                 if pks:
                     _MARK_FULLY_REPORTED.execute(self._db, pks, now)

@@ -75,6 +75,15 @@ class Prepared:
         sql, params = self.sql_and_params(db, *values)
         return db.execute_sql(sql, params).rowcount
 
+    def values(self, db: peewee.Database, *values: Any) -> list[tuple[Any, ...]]:
+        """Run a SELECT; its rows as the driver returns them, with no model or conversion.
+
+        For ids, counts and flags on hot paths: building model instances cost more
+        than the query itself.
+        """
+        sql, params = self.sql_and_params(db, *values)
+        return db.execute_sql(sql, params).fetchall()
+
     def rows(self, model: type[peewee.Model], *values: Any) -> Sequence[peewee.Model]:
         """Run a SELECT of ``model``'s columns; model instances, values converted as usual."""
         db = model._meta.database
@@ -173,7 +182,7 @@ class InList:
     def execute(self, db: peewee.Database, items: Sequence[Any], *extra_values: Any) -> int:
         return self._prepared(len(items)).execute(db, *items, *extra_values)
 
-    def rows(
-        self, model: type[peewee.Model], items: Sequence[Any], *extra_values: Any
-    ) -> Sequence[peewee.Model]:
-        return self._prepared(len(items)).rows(model, *items, *extra_values)
+    def values(
+        self, db: peewee.Database, items: Sequence[Any], *extra_values: Any
+    ) -> list[tuple[Any, ...]]:
+        return self._prepared(len(items)).values(db, *items, *extra_values)

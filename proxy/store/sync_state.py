@@ -77,7 +77,7 @@ class SyncStateStore:
 
     def last_event_id(self, tenant_id: str) -> int:
         """The newest event id of the tenant (0 when none): a cursor for "accepted since"."""
-        return _LAST_EVENT_ID.rows(E, tenant_id)[0].n or 0
+        return _LAST_EVENT_ID.values(self._db, tenant_id)[0][0] or 0
 
     def accepted_since(self, tenant_id: str, event_id: int) -> bool:
         """Whether a message was accepted (a ``queued`` event written) after ``event_id``."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import peewee
 import pytest
 
 from proxy.store import Database, models
-from proxy.store.prepared import ByShape, Prepared, Slot
+from proxy.store.prepared import ByShape, InList, Prepared, Slot
 from tests.fixtures.stores import accepted, add_tenant_and_account
 
 M = models.Message
@@ -50,3 +51,17 @@ def test_a_slot_the_query_does_not_use_is_refused(store: Database) -> None:
     unused = Prepared(lambda mid: M.select().where(M.id == "fixed"), Slot.text())
     with pytest.raises(ValueError, match="lost or repeated a slot"):
         unused.rows(M, "m1")
+
+
+def test_values_are_the_raw_rows_and_an_in_list_compiles_per_length(store: Database) -> None:
+    add_tenant_and_account(store)
+    store.messages.enqueue([accepted("m1"), accepted("m2"), accepted("m3")], NOW)
+    count = Prepared(
+        lambda tid: M.select(peewee.fn.COUNT(M.pk)).where(M.tenant_id == tid), Slot.text()
+    )
+    assert count.values(store.db, "acme") == [(3,)]
+    assert count.values(store.db, "nobody") == [(0,)]
+    ids_of = InList(lambda ids: M.select(M.id).where(M.id.in_(ids)).order_by(M.id), Slot.text)
+    assert ids_of.values(store.db, ["m3", "m1"]) == [("m1",), ("m3",)]
+    assert ids_of.values(store.db, ["m2"]) == [("m2",)]
+    assert ids_of.values(store.db, ["m2", "nope", "m1"]) == [("m1",), ("m2",)]
