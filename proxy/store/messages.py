@@ -93,6 +93,18 @@ _SCHEDULER_STOPPED = Prepared(
     lambda: S.select(S.key).where((S.key == SCHEDULER_ACTIVE_KEY) & (S.value == "false"))
 )
 _ROW = Prepared(lambda pk: M.select().where(M.pk == pk), Slot.text())
+_DUE_ACCOUNTS = Prepared(  # ``now`` twice: a slot appears once in a statement
+    lambda now_due, now_free, limit: (
+        M.select(M.tenant_id, M.account_id)
+        .join(models.Tenant, on=(models.Tenant.id == M.tenant_id))
+        .where(_is_due(now_due) & _is_free(now_free) & (models.Tenant.active == True))  # noqa: E712
+        .group_by(M.tenant_id, M.account_id)
+        .limit(limit)
+    ),
+    Slot.number(),
+    Slot.number(),
+    Slot.number(),
+)
 _UNCLAIM = Prepared(
     lambda pk: M.update(claimed_by=None, lease_expires_ts=None).where(M.pk == pk), Slot.text()
 )
@@ -439,14 +451,7 @@ class MessageStore(MessageReads):
         """
         if _scheduler_stopped():
             return []
-        query = (
-            M.select(M.tenant_id, M.account_id)
-            .join(models.Tenant, on=(models.Tenant.id == M.tenant_id))
-            .where(_is_due(now) & _is_free(now) & (models.Tenant.active == True))  # noqa: E712
-            .group_by(M.tenant_id, M.account_id)
-            .limit(limit)
-        )
-        return [(row.tenant_id, row.account_id) for row in query]
+        return [(t, a) for t, a in _DUE_ACCOUNTS.values(self._db, now, now, limit)]
 
     # -- removing (queries in ``retention.py``) ----------------------------------------
 

@@ -49,6 +49,34 @@ _LAST_EVENT_ID = Prepared(
 )
 
 
+def _needing_sync(has_global_target: bool) -> Prepared:
+    """The scan's query; ``now`` three times (a slot appears once in a statement)."""
+
+    def build(now_waiting: int, now_dnd: int, now_backoff: int) -> peewee.Query:
+        targeted = T.id.is_null(False) if has_global_target else T.client_base_url.is_null(False)
+        heartbeat = (
+            (T.active == True)  # noqa: E712 (peewee expression)
+            & (T.next_sync_ts.is_null() | (T.next_sync_ts <= now_waiting))
+            & (T.dnd_until.is_null() | (T.dnd_until <= now_dnd))
+        )
+        unreported = peewee.fn.EXISTS(
+            E.select(E.event_id).where(
+                (E.tenant_id == T.id) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
+            )
+        )
+        backing_off = (
+            (T.consecutive_failures > 0)
+            & T.next_sync_ts.is_null(False)
+            & (T.next_sync_ts > now_backoff)
+        )
+        return T.select(T.id).where(targeted & (heartbeat | (unreported & ~backing_off)))
+
+    return Prepared(build, Slot.number(), Slot.number(), Slot.number())
+
+
+_NEEDING_SYNC = {flag: _needing_sync(flag) for flag in (False, True)}
+
+
 class SyncStateStore:
     def __init__(self, db: peewee.Database) -> None:
         self._db = db
@@ -95,18 +123,5 @@ class SyncStateStore:
         The Supervisor's wake-up scan for reaped TenantActors. A tenant in
         failure backoff is not due before its retry time, even with events.
         """
-        targeted = T.id.is_null(False) if has_global_target else T.client_base_url.is_null(False)
-        not_waiting = T.next_sync_ts.is_null() | (T.next_sync_ts <= now)
-        heartbeat = (
-            (T.active == True)  # noqa: E712 (peewee expression)
-            & not_waiting
-            & (T.dnd_until.is_null() | (T.dnd_until <= now))
-        )
-        unreported = peewee.fn.EXISTS(
-            E.select(E.event_id).where(
-                (E.tenant_id == T.id) & (E.reportable == True) & E.reported_ts.is_null()  # noqa: E712
-            )
-        )
-        backing_off = (T.consecutive_failures > 0) & ~not_waiting
-        query = T.select(T.id).where(targeted & (heartbeat | (unreported & ~backing_off)))
-        return [row.id for row in query]
+        due = _NEEDING_SYNC[has_global_target]
+        return [tenant_id for (tenant_id,) in due.values(self._db, now, now, now)]
