@@ -13,6 +13,7 @@ from typing import Any
 import peewee
 
 from proxy.store import models
+from proxy.store.prepared import Prepared, Slot
 from proxy.store.records import MASK, AccountRecord, SecretCodec, dumps
 
 ACCOUNT_DEFAULTS: dict[str, Any] = {
@@ -77,6 +78,15 @@ def _where(tenant_id: str, account_id: str) -> peewee.Expression:
     return (models.Account.tenant_id == tenant_id) & (models.Account.id == account_id)
 
 
+_EXISTS = Prepared(  # per message of every add-messages: compiled once
+    lambda tenant_id, account_id: models.Account.select(models.Account.id).where(
+        _where(tenant_id, account_id)
+    ),
+    Slot.text(),
+    Slot.text(),
+)
+
+
 class AccountStore:
     def __init__(self, db: peewee.Database, codec: SecretCodec | None = None) -> None:
         self._db = db
@@ -87,7 +97,7 @@ class AccountStore:
         return None if row is None else _to_record(self._codec, row)
 
     def exists(self, tenant_id: str, account_id: str) -> bool:
-        return models.Account.select().where(_where(tenant_id, account_id)).exists()
+        return bool(_EXISTS.values(self._db, tenant_id, account_id))
 
     def list(self, tenant_id: str | None = None) -> list[AccountRecord]:
         """Ordered by id (SPEC §3.8); accounts of several tenants sharing an id, by tenant."""

@@ -14,7 +14,7 @@ import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee
 
@@ -22,7 +22,7 @@ from proxy.api.validation import Accepted, Rejection
 from proxy.store import models
 from proxy.store.message_reads import MessageReads
 from proxy.store.outcomes import Outcome, outcome_columns
-from proxy.store.prepared import ByShape, Prepared, Slot
+from proxy.store.prepared import ByShape, InList, Prepared, Slot
 from proxy.store.records import (
     ClaimedMessage,
     MessageToSend,
@@ -128,6 +128,18 @@ _RECORD_OUTCOME = ByShape(
 )
 _INSERT_EVENT = ByShape(lambda columns: models.MessageEvent.insert(**columns))
 _INSERT_MESSAGE = ByShape(lambda columns: M.insert(**columns))
+_EXISTING = InList(  # the upsert's lookup, per add-messages request
+    lambda ids, tenant_id: M.select(M.pk, M.id, M.status).where(
+        (M.tenant_id == tenant_id) & M.id.in_(ids)
+    ),
+    Slot.text,
+    Slot.text,
+)
+
+
+class _Existing(NamedTuple):
+    pk: str
+    status: str
 
 
 def _is_free(now: int) -> peewee.Expression:
@@ -222,18 +234,15 @@ class MessageStore(MessageReads):
             _INSERT_EVENT.execute_many(self._db, events)
         return result
 
-    def _existing(self, accepted: Sequence[Accepted]) -> dict[tuple[str, str], M]:
+    def _existing(self, accepted: Sequence[Accepted]) -> dict[tuple[str, str], _Existing]:
         by_tenant: dict[str, list[str]] = {}
         for item in accepted:
             by_tenant.setdefault(item.tenant_id, []).append(item.id)
-        found: dict[tuple[str, str], M] = {}
+        found: dict[tuple[str, str], _Existing] = {}
         for tenant_id, ids in by_tenant.items():
             for chunk in _chunks(ids):
-                query = M.select(M.pk, M.tenant_id, M.id, M.status).where(
-                    (M.tenant_id == tenant_id) & M.id.in_(list(chunk))
-                )
-                for row in query:
-                    found[(row.tenant_id, row.id)] = row
+                for pk, message_id, status in _EXISTING.values(self._db, chunk, tenant_id):
+                    found[(tenant_id, message_id)] = _Existing(pk, status)
         return found
 
     # -- claiming and sending ----------------------------------------------------

@@ -163,6 +163,10 @@ _TENANT = Prepared(
 )
 
 
+_TENANT_EXISTS = Prepared(  # per message of every add-messages: compiled once
+    lambda tenant_id: models.Tenant.select(models.Tenant.id).where(models.Tenant.id == tenant_id),
+    Slot.text(),
+)
 _SYNC_SUCCESS = Prepared(  # after every successful sync call: compiled once
     lambda synced, called, dnd, next_ts, tenant_id: models.Tenant.update(
         last_sync_ts=synced,
@@ -197,7 +201,7 @@ class TenantStore:
         return _to_record(self._codec, found[0], key)
 
     def exists(self, tenant_id: str) -> bool:
-        return models.Tenant.select().where(models.Tenant.id == tenant_id).exists()
+        return bool(_TENANT_EXISTS.values(self._db, tenant_id))
 
     def list(self, *, active_only: bool = False) -> list[TenantRecord]:
         query = models.Tenant.select().order_by(models.Tenant.id)
