@@ -9,6 +9,7 @@ with a malformed body gets 401, not 422.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
@@ -42,6 +43,12 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+@functools.lru_cache(maxsize=4)
+def _configured_digest(token: str) -> str:
+    """The configured admin token's digest, computed once instead of per request."""
+    return digest(token)
+
+
 def admin_digest(settings: Settings, store: Database) -> str | None:
     """The admin token's digest, or None when no admin token is in force (SPEC §2.1 rule 2).
 
@@ -50,7 +57,7 @@ def admin_digest(settings: Settings, store: Database) -> str | None:
     few seconds and dropped at once when this process writes it.
     """
     if settings.api_token:
-        return digest(settings.api_token)
+        return _configured_digest(settings.api_token)
     stored = store.settings.cached(API_TOKEN_SHA256)
     return stored or None
 

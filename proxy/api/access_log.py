@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 import falcon
 
@@ -42,7 +42,7 @@ def request_id_for(req: falcon.Request) -> str:
     given = req.get_header(REQUEST_ID_HEADER)
     if given and _CLIENT_REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex[:12]
+    return secrets.token_hex(6)
 
 
 class AccessLogMiddleware:

@@ -12,9 +12,11 @@ from typing import Any
 import peewee
 
 from proxy.store import models
+from proxy.store.prepared import ByShape
 from proxy.store.records import dumps, loads
 
 C = models.CommandLogEntry
+_INSERT = ByShape(lambda columns: C.insert(**columns))  # after every command: compiled once
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +82,17 @@ class CommandLogStore:
         actor: str,
         payload: dict[str, Any] | None,
         response_status: int,
-    ) -> int:
+    ) -> None:
+        entry = {
+            "command_ts": command_ts,
+            "endpoint": endpoint,
+            "tenant_id": tenant_id,
+            "actor": actor,
+            "payload": None if payload is None else dumps(payload),
+            "response_status": response_status,
+        }
         with self._db.atomic():
-            return int(
-                C.insert(
-                    command_ts=command_ts,
-                    endpoint=endpoint,
-                    tenant_id=tenant_id,
-                    actor=actor,
-                    payload=None if payload is None else dumps(payload),
-                    response_status=response_status,
-                ).execute()
-            )
+            _INSERT.execute(self._db, entry)
 
     def page(
         self, where: CommandFilter, *, limit: int, offset: int = 0
