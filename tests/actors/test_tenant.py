@@ -277,6 +277,33 @@ def test_sync_calls_carry_the_tenant_credentials(harness: Harness, auth, expecte
     assert harness.calls()[0].headers["user-agent"].startswith("mail-proxy/")
 
 
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+def test_sync_calls_go_through_the_proxy_the_environment_names(
+    harness: Harness, monkeypatch, variable
+) -> None:
+    """Operators whose tenants are reachable only through an egress proxy set HTTP(S)_PROXY.
+
+    The tenant app plays the proxy here: it receives the absolute URL of the tenant's
+    (unresolvable) endpoint, which only a proxied request carries.
+    """
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, harness.app.url)
+    base = "http://tenant-app.invalid:8080"
+    harness.db.tenants.upsert("acme", {"client_base_url": base}, harness.now())
+    harness.start()
+    assert [call.path for call in harness.calls()] == [f"{base}/mail-proxy/sync"]
+
+
+def test_no_proxy_hosts_are_called_directly(harness: Harness, monkeypatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    harness.start()
+    assert [call.path for call in harness.calls()] == ["/mail-proxy/sync"]
+
+
 def test_global_target_and_token_for_tenants_without_a_base_url(db, clock, tenant_app) -> None:
     db.tenants.upsert("acme", {}, int(START))
     h = Harness(
