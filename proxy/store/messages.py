@@ -92,7 +92,20 @@ def _sent_through_pec() -> peewee.Expression:
 _SCHEDULER_STOPPED = Prepared(
     lambda: S.select(S.key).where((S.key == SCHEDULER_ACTIVE_KEY) & (S.value == "false"))
 )
-_ROW = Prepared(lambda pk: M.select().where(M.pk == pk), Slot.text())
+_BEGIN_ROW = Prepared(  # plain columns, read as raw values: no model instance per send
+    lambda pk: M.select(
+        M.claimed_by,
+        M.status,
+        M.batch_code,
+        M.deferred_ts,
+        M.tenant_id,
+        M.id,
+        M.account_id,
+        M.payload,
+        M.retry_count,
+    ).where(M.pk == pk),
+    Slot.text(),
+)
 _DUE_ACCOUNTS = Prepared(  # ``now`` twice: a slot appears once in a statement
     lambda now_due, now_free, limit: (
         M.select(M.tenant_id, M.account_id)
@@ -314,29 +327,32 @@ class MessageStore(MessageReads):
         released so it can be claimed again when due.
         """
         with self._db.atomic():
-            found = _ROW.rows(M, pk)
-            row = found[0] if found else None
-            if row is None or row.claimed_by != me or row.status != models.PENDING:
+            found = _BEGIN_ROW.values(self._db, pk)
+            if not found:
                 return None
-            held = tenant is None or tenant.is_suspended(row.batch_code) or _scheduler_stopped()
-            not_due = row.deferred_ts is not None and row.deferred_ts > now
+            claimed_by, status, batch_code, deferred_ts, tenant_id, *rest = found[0]
+            message_id, account_id, payload, retry_count = rest
+            if claimed_by != me or status != models.PENDING:
+                return None
+            held = tenant is None or tenant.is_suspended(batch_code) or _scheduler_stopped()
+            not_due = deferred_ts is not None and deferred_ts > now
             if held or not_due:
                 _UNCLAIM.execute(self._db, pk)
                 return None
             _MARK_SENDING.execute(self._db, now + lease_s, now, pk)
         return MessageToSend(
-            pk=row.pk,
-            tenant_id=row.tenant_id,
-            id=row.id,
-            account_id=row.account_id,
+            pk=pk,
+            tenant_id=tenant_id,
+            id=message_id,
+            account_id=account_id,
             payload=map_payload(
-                loads(row.payload),
+                loads(payload),
                 self._codec.opener(
-                    f"attachment auth of message {row.pk}", {"tenant_id": row.tenant_id, "pk": pk}
+                    f"attachment auth of message {pk}", {"tenant_id": tenant_id, "pk": pk}
                 ),
             ),
-            attempt=row.retry_count + 1,
-            retry_count=row.retry_count,
+            attempt=retry_count + 1,
+            retry_count=retry_count,
         )
 
     def abandon_attempt(self, pk: str, *, me: str) -> bool:

@@ -10,6 +10,7 @@ are sealed on write and opened on read by the store's ``SecretCodec`` (SPEC §16
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import peewee
@@ -49,7 +50,7 @@ SECRET_MAPS: dict[str, Callable[[Any, Leaf], Any]] = {
 }
 
 
-def _opened(codec: SecretCodec, row: models.Tenant, name: str) -> Any:
+def _opened(codec: SecretCodec, row: models.Tenant | SimpleNamespace, name: str) -> Any:
     """A JSON field of the row, decoded, with its secrets decrypted (or unusable)."""
     value = loads(getattr(row, name))
     if name not in SECRET_MAPS:
@@ -59,7 +60,7 @@ def _opened(codec: SecretCodec, row: models.Tenant, name: str) -> Any:
 
 
 def _to_record(
-    codec: SecretCodec, row: models.Tenant, key: models.TenantApiKey | None
+    codec: SecretCodec, row: models.Tenant | SimpleNamespace, key: models.TenantApiKey | None
 ) -> TenantRecord:
     return TenantRecord(
         id=row.id,
@@ -158,8 +159,12 @@ class AdminFieldChange(Exception):
         self.field = field
 
 
-_TENANT = Prepared(
-    lambda tenant_id: models.Tenant.select().where(models.Tenant.id == tenant_id), Slot.text()
+_COLUMNS = tuple(field.name for field in models.Tenant._meta.sorted_fields)
+_TENANT = Prepared(  # read per message: compiled once, its row read as raw values
+    lambda tenant_id: models.Tenant.select(*models.Tenant._meta.sorted_fields).where(
+        models.Tenant.id == tenant_id
+    ),
+    Slot.text(),
 )
 
 
@@ -192,13 +197,16 @@ class TenantStore:
 
     def get(self, tenant_id: str, *, with_key: bool = True) -> TenantRecord | None:
         """One tenant; ``with_key=False`` skips the API-key lookup (the send and sync paths)."""
-        found = _TENANT.rows(models.Tenant, tenant_id)  # read per message: compiled once
+        found = _TENANT.values(self._db, tenant_id)
         if not found:
             return None
+        # Every column is text or a number, and _to_record converts the rest (JSON,
+        # the boolean): a plain namespace is enough, and cheaper than a model instance.
+        row = SimpleNamespace(**dict(zip(_COLUMNS, found[0], strict=True)))
         key = None
         if with_key:
             key = models.TenantApiKey.get_or_none(models.TenantApiKey.tenant_id == tenant_id)
-        return _to_record(self._codec, found[0], key)
+        return _to_record(self._codec, row, key)
 
     def exists(self, tenant_id: str) -> bool:
         return bool(_TENANT_EXISTS.values(self._db, tenant_id))
