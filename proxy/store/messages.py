@@ -279,29 +279,34 @@ class MessageStore(MessageReads):
         """
         if not tenant.active or "*" in tenant.suspended_batches:
             return []
-        condition = (
-            (M.tenant_id == tenant.id) & (M.account_id == account_id) & _is_due(now) & _is_free(now)
-        )
+        condition = (M.tenant_id == tenant.id) & (M.account_id == account_id) & _is_free(now)
         if tenant.suspended_batches:
             condition &= M.batch_code.is_null() | M.batch_code.not_in(
                 list(tenant.suspended_batches)
             )
         if max_priority is not None:
             condition &= M.priority <= max_priority
+        pending = (M.status == models.PENDING) & (M.deferred_ts.is_null() | (M.deferred_ts <= now))
         with self._db.atomic():
             if _scheduler_stopped():
                 return []
-            query = (
-                M.select(M.seq, M.pk, M.priority)
-                .where(condition)
-                .order_by(M.priority, M.seq)
-                .limit(limit)
-            )
-            if not self._is_sqlite:
-                query = query.for_update("FOR UPDATE SKIP LOCKED")
-            rows = list(query)
+            # One query per status, each walking the (tenant, account, status, priority,
+            # seq) index in send order and stopping at ``limit``: with both statuses in
+            # one query the database sorts the account's whole backlog on every claim.
+            rows = []
+            for status_condition in (pending, M.status == models.SENDING):
+                query = (
+                    M.select(M.seq, M.pk, M.priority)
+                    .where(condition & status_condition)
+                    .order_by(M.priority, M.seq)
+                    .limit(limit)
+                )
+                if not self._is_sqlite:
+                    query = query.for_update("FOR UPDATE SKIP LOCKED")
+                rows.extend(query)
             if not rows:
                 return []
+            rows = sorted(rows, key=lambda row: (row.priority, row.seq))[:limit]
             # A row left in ``sending`` by a dead worker may have reached the
             # server; it is attempted again (at most one duplicate, SPEC §18.3).
             M.update(claimed_by=me, lease_expires_ts=now + lease_s, status=models.PENDING).where(

@@ -284,6 +284,20 @@ def test_recovery_releases_claims_and_resets_interrupted_sends(store: Database) 
     assert _ids(store, _claim(store, me="alive")) == ["m1", "m2"]
 
 
+def test_an_abandoned_send_is_claimed_again_in_send_order(store: Database) -> None:
+    """A row left ``sending`` by a dead worker (lease run out) and pending rows are
+    claimed together in priority-then-acceptance order, ``limit`` counting both."""
+    add_tenant_and_account(store)
+    store.messages.enqueue([accepted("m1"), accepted("m2"), accepted("urgent", priority=1)], NOW)
+    first, *_ = _claim(store, me="dead")
+    assert _ids(store, [first]) == ["urgent"]
+    pks = _claim(store, me="dead2", now=NOW + 31)  # the first claim's lease ran out
+    _attempt(store, pks[1], me="dead2", now=NOW + 31)  # m1 left in ``sending``
+    later = NOW + 62
+    assert _ids(store, _claim(store, me="alive", now=later, limit=2)) == ["urgent", "m1"]
+    assert _ids(store, _claim(store, me="alive", now=later, limit=2)) == ["m2"]
+
+
 def test_shutdown_releases_only_unattempted_claims(store: Database) -> None:
     add_tenant_and_account(store)
     store.messages.enqueue([accepted("m1"), accepted("m2")], NOW)
