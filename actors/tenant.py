@@ -165,7 +165,7 @@ class TenantActor(Supervised):
                 self._warned_no_target = True
             self._maybe_idle(None)
             return
-        has_events = store.events.count_unreported(self.tenant_id) > 0
+        has_events = store.events.has_unreported(self.tenant_id)
         if not has_events and not force and not self._call_due(tenant, now):
             self._schedule_next(tenant, now)
             return

@@ -61,6 +61,11 @@ _COUNT_UNREPORTED = Prepared(
     Slot.text(),
 )
 
+_ANY_UNREPORTED = Prepared(  # per sync decision: one index probe, not a count of a backlog
+    lambda tenant_id: E.select(E.event_id).where(_unreported(tenant_id)).limit(1),
+    Slot.text(),
+)
+
 
 def _fresh(event_ids: list[Any]) -> peewee.Expression:
     return E.event_id.in_(event_ids) & E.reported_ts.is_null()
@@ -128,6 +133,9 @@ class EventStore:
     def unreported(self, tenant_id: str, limit: int) -> list[EventRecord]:
         """The oldest unreported reportable events of a tenant, in report order (SPEC §10.3)."""
         return [_record(row, row.client_id) for row in _UNREPORTED.rows(E, tenant_id, limit)]
+
+    def has_unreported(self, tenant_id: str) -> bool:
+        return bool(_ANY_UNREPORTED.values(self._db, tenant_id))
 
     def count_unreported(self, tenant_id: str) -> int:
         return int(_COUNT_UNREPORTED.values(self._db, tenant_id)[0][0])

@@ -78,14 +78,18 @@ def test_a_global_target_covers_tenants_without_a_url(tenants: Database) -> None
 
 
 def test_acknowledged_events_no_longer_list_a_tenant(tenants: Database) -> None:
+    assert not tenants.events.has_unreported("quiet")
     with_unreported_event(tenants, "quiet")
     assert "quiet" in needing(tenants)
+    assert tenants.events.has_unreported("quiet")
+    assert not tenants.events.has_unreported("due")
     ids = [
         e.event_id
         for e in models.MessageEvent.select().where(models.MessageEvent.tenant_id == "quiet")
     ]
     tenants.events.mark_reported(ids, NOW)
     assert "quiet" not in needing(tenants)
+    assert not tenants.events.has_unreported("quiet")
 
 
 def test_the_call_lease_is_held_by_one_holder_until_released_or_expired(store: Database) -> None:
