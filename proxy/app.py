@@ -140,5 +140,17 @@ def create_app(
     ]
     _errors.install(app)
     for template, resource, suffix in table:
+        _answer_head_like_get(resource, suffix)
         app.add_route(template, resource, suffix=suffix)
     return app
+
+
+def _answer_head_like_get(resource: object, suffix: str | None) -> None:
+    """HEAD is GET without the body (RFC 9110 §9.3.2): uptime checks probe ``/health`` so.
+
+    Falcon sends no body for HEAD; the access rules of GET apply (``AuthMiddleware``).
+    """
+    tail = f"_{suffix}" if suffix else ""
+    get = getattr(resource, f"on_get{tail}", None)
+    if get is not None and not hasattr(resource, f"on_head{tail}"):
+        setattr(resource, f"on_head{tail}", get)

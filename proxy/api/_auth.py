@@ -91,7 +91,8 @@ class AuthMiddleware:
     ) -> None:
         if resource is None:
             return
-        access = self._access.get((req.uri_template, req.method), AUTH)
+        method = "GET" if req.method == "HEAD" else req.method  # HEAD is GET without a body
+        access = self._access.get((req.uri_template, method), AUTH)
         if access == PUBLIC:
             req.context.principal = ADMIN_PRINCIPAL
             return

@@ -210,3 +210,22 @@ def test_a_tenant_token_acts_on_its_own_tenant_by_default(client: testing.TestCl
     assert [m["id"] for m in own.json["messages"]] == ["b1"]
     other = client.simulate_get("/messages", headers={"X-API-Token": ALPHA_KEY})
     assert other.json["messages"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/health", {}, 200),  # public: uptime checks probe it with HEAD
+        ("/openapi.json", {}, 200),
+        ("/tenants", {}, 401),  # GET's rules apply
+        ("/tenants", {"X-API-Token": ALPHA_KEY}, 403),
+        ("/tenants", {"X-API-Token": ADMIN_TOKEN}, 200),
+        ("/tenant/alpha", {"X-API-Token": ALPHA_KEY}, 200),
+    ],
+)
+def test_head_is_get_without_a_body(client: testing.TestClient, path, headers, status) -> None:
+    got = client.simulate_get(path, headers=headers)
+    head = client.simulate_head(path, headers=headers)
+    assert (got.status_code, head.status_code) == (status, status)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
