@@ -142,23 +142,28 @@ def rewrite(
             lifespan_after_download_days=config.lifespan_after_download_days,
         )
         files.add(record)
+    url, expires_ts = _link(record, config, secret, public_url, now)
     return Link(
         name=record.filename,
         size_bytes=record.size_bytes,
-        url=_link_url(record, config, secret, public_url, now),
-        expires_ts=record.expires_ts,
+        url=url,
+        expires_ts=expires_ts,
         lifespan_after_download_days=record.lifespan_after_download_days,
     )
 
 
-def _link_url(
+def _link(
     record: LargeFileRecord,
     config: LargeFileConfig,
     secret: Callable[[], bytes],
     public_url: str | None,
     now: int,
-) -> str:
-    """The proxy's signed link under public_base_url, else the backend's, else GMP_PUBLIC_URL."""
+) -> tuple[str, int]:
+    """The proxy's signed link under public_base_url, else the backend's, else GMP_PUBLIC_URL.
+
+    With the link's own expiry: a backend may grant less than ``file_ttl_days`` (S3 signs
+    for 7 days at most, SPEC §9.8 rule 2), and the mail must not promise more.
+    """
     base = config.public_base_url
     if not base:
         try:
@@ -168,11 +173,12 @@ def _link_url(
         except Exception as exc:  # noqa: BLE001 (any backend's error: a temporary failure)
             raise UploadFailed(record.filename, f"cannot sign URL ({type(exc).__name__})") from None
         if signed is not None:
-            return signed
+            return signed.url, now + signed.expires_in_s
         base = public_url
     if not base:
         raise AttachmentFailure(NO_LINK_BASE, permanent=True)
-    return links.url(base, secret(), record.file_id, record.filename, record.expires_ts)
+    url = links.url(base, secret(), record.file_id, record.filename, record.expires_ts)
+    return url, record.expires_ts
 
 
 # -- download block (rule 3) -----------------------------------------------------

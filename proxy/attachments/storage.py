@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import fsspec
 
@@ -44,12 +44,17 @@ def upload(url: str, options: Mapping[str, Any] | None, spool: Spool) -> None:
             out.write(chunk)
 
 
-def sign(url: str, options: Mapping[str, Any] | None, expires_in_s: int) -> str | None:
+class Signed(NamedTuple):
+    url: str
+    expires_in_s: int  # what the backend granted: at most what was asked (S3: 7 days)
+
+
+def sign(url: str, options: Mapping[str, Any] | None, expires_in_s: int) -> Signed | None:
     """The backend's own signed URL, or None for a backend that cannot sign (``file://``)."""
     fs, path = _fs(url, options)
-    limit = S3_MAX_SIGN_S if "s3" in _protocols(fs) else expires_in_s
+    granted = min(expires_in_s, S3_MAX_SIGN_S) if "s3" in _protocols(fs) else expires_in_s
     try:
-        return str(fs.sign(path, expiration=min(expires_in_s, limit)))
+        return Signed(str(fs.sign(path, expiration=granted)), granted)
     except NotImplementedError:
         return None
 

@@ -10,6 +10,7 @@ from proxy.attachments import large, links
 from proxy.attachments.budget import Spool
 from proxy.attachments.errors import AttachmentFailure
 from proxy.store.large_files import DAY_S
+from tests.fixtures.s3 import s3_server  # noqa: F401 (fixture)
 from tests.fixtures.stores import add_tenant_and_account
 
 NOW = 1_767_225_600
@@ -104,6 +105,30 @@ def test_rewrite_uploads_to_file_storage_records_it_and_signs_a_proxy_link(store
     )
     stored = tmp_path / "store" / parsed.file_id / "big report.pdf"
     assert stored.read_bytes() == data
+
+
+def test_an_s3_link_states_the_expiry_s3_granted_not_the_file_ttl(store, s3_server) -> None:  # noqa: F811
+    """S3 signs for 7 days at most (SPEC §9.8 rule 2): the mail says so, though the file
+    itself stays until its ``file_ttl_days``."""
+    add_tenant_and_account(store)
+    cfg = large.LargeFileConfig.of(
+        {
+            "enabled": True,
+            "max_size_mb": 0.001,
+            "storage_url": f"s3://{s3_server.bucket}/mail",
+            "storage_options": s3_server.storage_options,
+            "action": "rewrite",
+            "file_ttl_days": 30,
+        }
+    )
+    assert cfg is not None
+    link = rewrite(store, cfg, upload(spool_of(os.urandom(3000))))
+    assert "Expires=" in link.url
+    assert link.expires_ts == NOW + 7 * DAY_S
+    assert "Links expire on 2026-01-08 00:00 UTC." in large.plain_block("", [link])
+    record = store.large_files.get(link.url.split("/mail/")[1].split("/")[0])
+    assert record is not None
+    assert record.expires_ts == NOW + 30 * DAY_S
 
 
 def test_a_retry_reuses_the_upload_of_the_same_message_and_content(store, tmp_path) -> None:

@@ -47,9 +47,11 @@ def test_s3_upload_sign_read_and_delete(s3_server) -> None:  # noqa: F811
         assert handle.read() == data
     signed = storage.sign(url, options, 30 * 86400)  # capped to S3's 7 days
     assert signed is not None
-    query = parse_qs(urlsplit(signed).query)
+    assert signed.expires_in_s == 7 * 86400  # what the mail then states
+    query = parse_qs(urlsplit(signed.url).query)
     expires_in = int(query["Expires"][0]) - time.time()
     assert 7 * 86400 - 60 < expires_in <= 7 * 86400
-    assert requests.get(signed, timeout=10).content == data
+    assert requests.get(signed.url, timeout=10).content == data
+    assert storage.sign(url, options, 3600).expires_in_s == 3600  # shorter: as asked
     storage.delete(url, options)
     assert s3_server.objects() == []
