@@ -179,17 +179,23 @@ def _text(parent: ET.Element, tag: str) -> str | None:
 
 
 def _daticert_ts(data: ET.Element | None) -> int | None:
-    """``<data zona="+0100"><giorno>dd/mm/yyyy</giorno><ora>hh:mm:ss</ora></data>`` → epoch."""
+    """``<data zona="+0100"><giorno>dd/mm/yyyy</giorno><ora>hh:mm:ss</ora></data>`` → epoch.
+
+    The zone may stand on ``<ora>`` instead (SPEC §12.5 writes ``<ora zona=…>``); a zone on
+    ``<ora>`` wins over one on ``<data>``. No zone at all means UTC.
+    """
     if data is None:
         return None
     day, hour = _text(data, "giorno"), _text(data, "ora")
+    ora = data.find("ora")
+    zone = (ora.get("zona") if ora is not None else None) or data.get("zona")
     if not day or not hour:
         return None
     try:
         local = datetime.strptime(f"{day} {hour}", "%d/%m/%Y %H:%M:%S")  # noqa: DTZ007 (zone below)
     except ValueError:
         return None
-    return int(local.replace(tzinfo=_zone(data.get("zona"))).timestamp())
+    return int(local.replace(tzinfo=_zone(zone)).timestamp())
 
 
 def _zone(value: str | None) -> timezone:

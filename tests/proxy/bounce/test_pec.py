@@ -160,6 +160,26 @@ def test_daticert_fields() -> None:
     assert cert.details == "5.1.1 Utente sconosciuto"
 
 
+@pytest.mark.parametrize(
+    ("data", "ts"),
+    [
+        ('<data zona="+0100"><giorno>25/11/2026</giorno><ora>01:30:00</ora></data>', 1795566600),
+        ('<data><giorno>25/11/2026</giorno><ora zona="+0200">01:30:00</ora></data>', 1795563000),
+        (
+            '<data zona="+0100"><giorno>25/11/2026</giorno><ora zona="+0200">01:30:00</ora></data>',
+            1795563000,
+        ),
+        ("<data><giorno>25/11/2026</giorno><ora>01:30:00</ora></data>", 1795570200),  # UTC
+    ],
+)
+def test_the_receipt_zone_may_stand_on_data_or_on_ora(data: str, ts: int) -> None:
+    """SPEC §12.5 writes ``<ora zona=…>``; real receipts put the zone on ``<data>``."""
+    xml = f'<postacert tipo="accettazione"><dati>{data}<msgid>a@b</msgid></dati></postacert>'
+    cert = parse_daticert(xml.encode())
+    assert cert is not None
+    assert cert.ts == ts
+
+
 def test_timeout_is_due_only_for_a_poll_that_began_after_the_deadline() -> None:
     assert not timeout_due(sent_ts=1000, timeout_s=1800, poll_started_ts=2800)
     assert timeout_due(sent_ts=1000, timeout_s=1800, poll_started_ts=2801)
