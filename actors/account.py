@@ -87,6 +87,9 @@ class AccountActor(Supervised):
         self._ready: Ready | None = None  # the next message, begun while the last was answered
         self._unrecorded: Attempted | None = None  # written during the next send's envelope
         self._wrote_event = False  # since the tenant was last told
+        # Test mode: when the run-now's pass began. It claims only what was due then, so
+        # a message it deferred is not attempted twice in one pass (SPEC §6.6).
+        self._pass_started_ts: int | None = None
         self._overlap = Overlap(envelope=self._record_unrecorded, final_reply=self._prepare_next)
         # Claims this instance holds for this account belong to a predecessor
         # that crashed or was stopped: give them back so they are sent at once.
@@ -132,6 +135,8 @@ class AccountActor(Supervised):
         return None
 
     def _on_work(self, *, immediate: bool) -> None:
+        if not self.ctx.timers_enabled:  # test mode: only a run-now wakes an account
+            self._pass_started_ts = self._now()
         if immediate and self._busy:
             # Jump the queue: claimed priority-0 rows go before the rest of the batch.
             fresh = self._claim(max_priority=0)
@@ -200,11 +205,14 @@ class AccountActor(Supervised):
         account = self._load_account()
         if tenant is None or account is None:
             return []
+        now = self._now()
+        if self._pass_started_ts is not None:
+            now = min(now, self._pass_started_ts)
         return self.ctx.store.messages.claim_due(
             tenant,
             self.account_id,
             me=self.ctx.instance_id,
-            now=self._now(),
+            now=now,
             lease_s=self.ctx.settings.claim_lease_seconds,
             limit=account.batch_size or self.ctx.settings.batch_size_per_account,
             max_priority=max_priority,

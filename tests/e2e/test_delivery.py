@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import time
 
 import pytest
 
@@ -87,6 +88,33 @@ def test_test_mode_sends_only_on_run_now(tmp_path, smtp_sink) -> None:
         assert api.post("/commands/run-now").json() == {"ok": True}
         smtp_sink.wait_for(2)
         api.wait_status("held-2", "sent")
+
+
+def test_test_mode_run_now_attempts_each_due_message_once(tmp_path, smtp_sink, tenant_app):
+    """SPEC §6.6: one run-now is one pass, every due message attempted once, even when a
+    message it deferred becomes due again before the pass ends."""
+    smtp_sink.script_data("451 4.3.0 later")
+    smtp_sink.hold_data(lambda received: b"Subject: Subject of slow" in received.data)
+    settings = fast_settings(tmp_path, test_mode=True, retry_delays=(1, 1), max_retries=5)
+    with running_proxy(settings) as (_server, api):
+        api.add_tenant("acme", client_base_url=tenant_app.url)
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        api.add_messages(message("first", priority=0), message("slow", priority=3))
+        assert api.post("/commands/run-now").status_code == 200
+        deferred = api.wait_status("first", "deferred")
+        assert smtp_sink.held.wait(10)
+        # The pass is still on "slow" when "first" is due again.
+        wait_until(lambda: time.time() >= deferred["deferred_ts"] + 1, what="the retry time")
+        smtp_sink.release()
+        # The pass's one sync call comes once the pass is over (SPEC §6.6).
+        (call,) = tenant_app.wait_for_calls(1)
+        reported = [(i["id"], i["event"]) for i in call.body["delivery_report"]]
+        assert sorted(reported) == [("first", "deferred"), ("slow", "sent")]
+        assert smtp_sink.data_commands == 2  # not a third: "first" waits for the next run-now
+        assert api.message("first")["retry_count"] == 1
+
+        assert api.post("/commands/run-now").status_code == 200
+        api.wait_status("first", "sent")
 
 
 def test_metrics_count_outcomes_per_account(tmp_path, smtp_sink) -> None:
