@@ -103,14 +103,22 @@ class RunNow:
 
     @operation(
         summary="Wake sending and syncing now",
-        description="No body needed. A tenant token wakes its tenant only and clears its DND.",
+        description=(
+            "No body needed. A tenant token wakes its tenant only and clears its DND (a "
+            "tenant_id in the query must be its own: 403). The admin token wakes every "
+            "tenant."
+        ),
         access=AUTH,
         tag="Commands",
         response=RunNowResult,
+        errors=(403,),
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         # No body required; any body is ignored (SPEC §3.5).
-        deps, tenant_id = self.deps, req.context.principal.tenant_id
+        principal: _auth.Principal = req.context.principal
+        if not principal.is_admin:  # a tenant id the request names must be the owner (§2.3)
+            _auth.require_tenant(principal, req.get_param("tenant_id"))
+        deps, tenant_id = self.deps, principal.tenant_id
         if not deps.store.is_sqlite:  # the other instances act on it too (SPEC §18.5)
             deps.store.wakeups.post(
                 tenant_id,

@@ -378,3 +378,18 @@ def test_add_messages_and_run_now_match_their_response_models(client, engine) ->
     ran = post(client, "/commands/run-now")
     RunNowResult.model_validate(ran.json)
     assert engine.names() == ["messages_added", "run_now"]
+
+
+def test_run_now_with_a_tenant_token_naming_another_tenant_is_403(client, engine) -> None:
+    """SPEC §2.3 rule 1: a tenant id the request names must be the owner (the body, though,
+    is ignored: §3.5)."""
+    key = {"X-API-Token": GLOBEX_KEY}
+    foreign = client.simulate_post("/commands/run-now", params={"tenant_id": "acme"}, headers=key)
+    assert foreign.status_code == 403
+    assert foreign.json["error"] == "Token not authorized for this tenant"
+    assert engine.names() == []  # nothing woken
+    own = client.simulate_post("/commands/run-now", params={"tenant_id": "globex"}, headers=key)
+    assert own.status_code == 200
+    ignored = client.simulate_post("/commands/run-now", json={"tenant_id": "acme"}, headers=key)
+    assert ignored.status_code == 200
+    assert engine.calls == [("run_now", "globex"), ("run_now", "globex")]
