@@ -88,8 +88,11 @@ class ConfigError(Exception):
     can list them all; ``str()`` joins them into the one line ``serve`` prints.
     """
 
-    def __init__(self, *problems: str) -> None:
+    def __init__(self, *problems: str, settings: Settings | None = None) -> None:
         self.problems = tuple(" ".join(p.splitlines()) for p in problems) or ("invalid config",)
+        # What could be read, bad values left at their defaults: ``config check`` goes on
+        # to check the file's entries with it, so one run lists every problem.
+        self.settings = settings
         super().__init__("; ".join(self.problems))
 
 
@@ -226,11 +229,12 @@ def load_settings(
         values.update(_from_file(_read_toml(path), env, path, problems, entries, sources=sources))
     values.update(_from_env(env, problems, sources))
     values.update(_from_flags(flags or {}, problems, sources))
-    if problems:
-        raise ConfigError(*problems)
     if values["bounce_imap_port"] is None:
         values["bounce_imap_port"] = 993 if values["bounce_imap_ssl"] else 143
-    return Settings(**values, config_path=path, sources=MappingProxyType(sources), **entries)
+    settings = Settings(**values, config_path=path, sources=MappingProxyType(sources), **entries)
+    if problems:
+        raise ConfigError(*problems, settings=settings)
+    return settings
 
 
 def _read_toml(path: str) -> dict[str, Any]:

@@ -86,10 +86,19 @@ def config_check(file: str) -> None:
     POST /account would. An account's tenant_id must name one of the file's own
     [[tenants]]: the database is not read, so tenants created over the API are not seen.
     """
+    problems: list[str] = []
     try:
-        _check_offline(load_settings(file, os.environ), tenant_exists=None)
+        settings = load_settings(file, os.environ)
     except ConfigError as error:
-        _fail(error, each_line=True)
+        if error.settings is None:  # the file itself could not be read
+            _fail(error, each_line=True)
+        settings, problems = error.settings, list(error.problems)
+    try:  # the entries too, even after a bad setting: every problem in one run
+        _check_offline(settings, tenant_exists=None)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        _fail(ConfigError(*problems), each_line=True)
     click.echo(f"ok: {file}")
 
 

@@ -68,6 +68,17 @@ def test_config_check_lists_every_problem_one_per_line(tmp_path, clean_env):
     ]
 
 
+def test_config_check_lists_entry_problems_after_setting_problems(tmp_path, clean_env):
+    path = write(tmp_path, "[server]\nport = 'x'\n[[tenants]]\nid = 'acme'\napi_key = 'short'\n")
+    result = run_cli("config", "check", path)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"mail-proxy: invalid value for [server] port in {path}: expected an integer, got 'x'",
+        f"mail-proxy: [[tenants]] #1 (id='acme') in {path}: api_key: must be a string of at "
+        "least 32 characters",
+    ]
+
+
 def test_config_check_sees_the_environment(tmp_path, clean_env):
     path = write(tmp_path, '[security]\napi_token = "${ADMIN_TOKEN}"\n')
     assert run_cli("config", "check", path).exit_code == 2
