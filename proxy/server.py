@@ -9,9 +9,11 @@ open under it: the message is retried after restart, never lost.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
+import socket
 import threading
 import time
 from types import FrameType
@@ -87,6 +89,7 @@ class ProxyServer:
         self.supervisor: pykka.ActorRef | None = None
         self.ctx: ActorContext | None = None
         self._http = None
+        self._listener: socket.socket | None = None  # port 0: bound before the instance id
         self._http_thread: threading.Thread | None = None
         self._capture: CaptureSmtpServer | None = None
         self._sink: ReportSink | None = None
@@ -102,6 +105,13 @@ class ProxyServer:
             raise
 
     def _start(self) -> None:
+        if self.settings.port == 0 and not self.settings.instance_id:
+            # "Any free port": the default instance id names the port actually bound
+            # (SPEC §15.2), so two such instances on one host never share an id.
+            self._listener = _bound_socket(self.settings.host)
+            port = self._listener.getsockname()[1]
+            self.settings = dataclasses.replace(self.settings, port=port)
+            self.instance_id = self.settings.effective_instance_id
         s = self.settings
         self._start_demo()
         try:
@@ -146,10 +156,13 @@ class ProxyServer:
             self.supervisor = Supervisor.start(self.ctx, self.kinds)
             engine = ActorEngine(self.supervisor, test_mode=s.test_mode)
         app = create_app(s, self.store, engine, metrics=self.metrics)
+        where = (
+            {"sockets": [self._listener]} if self._listener else {"host": s.host, "port": s.port}
+        )
+        self._listener = None  # waitress owns it now
         self._http = create_server(
             app,
-            host=s.host,
-            port=s.port,
+            **where,
             threads=HTTP_THREADS,
             ident="mail-proxy",
             max_request_body_size=int(s.max_request_mb * MB) + BODY_CAP_MARGIN,
@@ -214,6 +227,9 @@ class ProxyServer:
         if self.ctx is not None:
             self.ctx.stopping.set()  # first: the send in flight is the last one
         self._stop_http()
+        if self._listener is not None:  # start-up failed before the HTTP server took it
+            self._listener.close()
+            self._listener = None
         clean = self._stop_actors(deadline)
         if self.scheduler is not None:
             self.scheduler.stop()
@@ -288,6 +304,17 @@ class ProxyServer:
         for ref in survivors:
             logger.error("actor still running at shutdown deadline: %s", ref)
         return not survivors
+
+
+def _bound_socket(host: str) -> socket.socket:
+    """A TCP socket bound to a free port of ``host`` (waitress listens on it)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    return sock
 
 
 def serve(settings: Settings) -> int:

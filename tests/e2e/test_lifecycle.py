@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import email
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -204,3 +205,15 @@ def test_second_instance_on_the_same_database_refuses_to_start(tmp_path, smtp_si
         assert Api(f"http://127.0.0.1:{port}").get("/health").ok
     finally:
         proxy.stop()
+
+
+def test_any_free_port_names_the_bound_port_in_the_default_instance_id(tmp_path) -> None:
+    """SPEC §15.2: the default instance id is ``<hostname>:<port>``; with port 0 that is
+    the port actually bound (not ``:0``), so two such instances on one host never share
+    an id."""
+    with running_proxy(fast_settings(tmp_path, port=0)) as (server, api):
+        assert server.port != 0
+        assert server.instance_id == f"{socket.gethostname()}:{server.port}"
+        status = api.get("/status").json()
+        assert status["instance_id"] == server.instance_id
+        assert [i["instance_id"] for i in status["instances"]] == [server.instance_id]
