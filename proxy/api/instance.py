@@ -10,6 +10,7 @@ ever returned (``api_token_set``, ``bounce_imap_password_set``).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import falcon
@@ -25,6 +26,8 @@ from proxy.options import MAX_POLL_INTERVAL_S
 from proxy.store.records import MASK
 from proxy.store.settings import API_TOKEN_SHA256, INSTANCE_FIELDS
 
+logger = logging.getLogger(__name__)
+
 INSTANCE_ID = 1  # one settings record per deployment (the original's row id)
 BOUNCE_WITHOUT_HOST = "Bounce enabled but imap_host not configured"
 MIN_API_TOKEN_CHARS = 16
@@ -39,7 +42,7 @@ class InstanceUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     name: Annotated[str, Field(max_length=200, pattern=r"^[^\r\n]*$")] | None = None
-    api_token: Annotated[str, Field(min_length=MIN_API_TOKEN_CHARS, max_length=512)] | None = None
+    api_token: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     bounce_enabled: bool | None = None
     bounce_imap_host: NoSpace | None = None
     bounce_imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -131,6 +134,12 @@ class Instance:
         changes: dict[str, Any] = stored_changes(update)
         if update.api_token is not None:
             changes[API_TOKEN_SHA256] = _auth.digest(update.api_token)
+            if len(update.api_token) < MIN_API_TOKEN_CHARS:  # SPEC §3.12 sets no minimum
+                logger.warning(
+                    "the admin token set through PUT /instance is shorter than %d characters: "
+                    "easy to guess",
+                    MIN_API_TOKEN_CHARS,
+                )
         self.deps.store.settings.write_typed(changes)
         resp.media = {"ok": True}
 
