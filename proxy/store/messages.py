@@ -159,10 +159,13 @@ def _is_free(now: int) -> peewee.Expression:
     return M.claimed_by.is_null() | (M.lease_expires_ts < now)
 
 
+def _is_pending_due(now: int) -> peewee.Expression:
+    return (M.status == models.PENDING) & (M.deferred_ts.is_null() | (M.deferred_ts <= now))
+
+
 def _is_due(now: int) -> peewee.Expression:
     """Pending and due, or left ``sending`` by a worker whose lease ran out (SPEC §18.3.3)."""
-    pending = (M.status == models.PENDING) & (M.deferred_ts.is_null() | (M.deferred_ts <= now))
-    return pending | (M.status == models.SENDING)
+    return _is_pending_due(now) | (M.status == models.SENDING)
 
 
 class MessageStore(MessageReads):
@@ -286,7 +289,6 @@ class MessageStore(MessageReads):
             )
         if max_priority is not None:
             condition &= M.priority <= max_priority
-        pending = (M.status == models.PENDING) & (M.deferred_ts.is_null() | (M.deferred_ts <= now))
         with self._db.atomic():
             if _scheduler_stopped():
                 return []
@@ -294,7 +296,7 @@ class MessageStore(MessageReads):
             # seq) index in send order and stopping at ``limit``: with both statuses in
             # one query the database sorts the account's whole backlog on every claim.
             rows = []
-            for status_condition in (pending, M.status == models.SENDING):
+            for status_condition in (_is_pending_due(now), M.status == models.SENDING):
                 query = (
                     M.select(M.seq, M.pk, M.priority)
                     .where(condition & status_condition)
