@@ -43,7 +43,8 @@ class ActorEngine:
         self._tell(RunNow(tenant_id))
 
     def wake_accounts(self, tenant_id: str | None) -> None:
-        self._tell(WakeAccounts(tenant_id))
+        if not self._test_mode:  # an activation: test mode sends only on run-now (SPEC §6.6)
+            self._tell(WakeAccounts(tenant_id))
 
     def reload_bounce(self) -> None:
         """Restart the bounce poller from the stored settings (stops it when disabled)."""

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from actors.messages import ListChildren
 from tests.fixtures.proxy import Api, fast_settings, message, running_proxy
 from tests.fixtures.smtp import DROP, SINK_PASSWORD, SINK_USER, STALL, start_sink
 from tests.fixtures.waiting import wait_until
@@ -115,6 +116,37 @@ def test_test_mode_run_now_attempts_each_due_message_once(tmp_path, smtp_sink, t
 
         assert api.post("/commands/run-now").status_code == 200
         api.wait_status("first", "sent")
+
+
+def _settle_account_actors(server) -> None:
+    """Wait until every AccountActor handled what it was told, and what it told itself."""
+    from actors.account import AccountActor
+    from actors.messages import Flush, ListChildren
+
+    for ref in server.supervisor.ask(ListChildren(), timeout=10):
+        if ref.actor_class is AccountActor:
+            ref.ask(Flush(), timeout=10)
+            ref.ask(Flush(), timeout=10)
+
+
+def test_test_mode_activation_and_account_changes_do_not_send(tmp_path, smtp_sink) -> None:
+    """SPEC §6.6: in test mode sending happens only on run-now; an activation or an
+    account update does not wake it."""
+    with running_proxy(fast_settings(tmp_path, test_mode=True)) as (server, api):
+        _tenant_and_account(api, smtp_sink, use_tls=False)
+        assert api.post("/commands/suspend", params={"tenant_id": "acme"}).status_code == 200
+        api.add_messages(message("m1"))
+        assert api.post("/commands/run-now").status_code == 200  # suspended: nothing to send
+        _settle_account_actors(server)
+        assert api.post("/commands/activate", params={"tenant_id": "acme"}).status_code == 200
+        api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
+        server.supervisor.ask(ListChildren(), timeout=10)  # it handled both
+        _settle_account_actors(server)
+        assert smtp_sink.data_commands == 0
+        assert api.message("m1")["status"] == "pending"
+
+        assert api.post("/commands/run-now").status_code == 200
+        api.wait_status("m1", "sent")
 
 
 def test_metrics_count_outcomes_per_account(tmp_path, smtp_sink) -> None:
