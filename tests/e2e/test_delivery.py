@@ -96,7 +96,8 @@ def test_test_mode_run_now_attempts_each_due_message_once(tmp_path, smtp_sink, t
     message it deferred becomes due again before the pass ends."""
     smtp_sink.script_data("451 4.3.0 later")
     smtp_sink.hold_data(lambda received: b"Subject: Subject of slow" in received.data)
-    settings = fast_settings(tmp_path, test_mode=True, retry_delays=(1, 1), max_retries=5)
+    # A 3 s retry: "first" shows as deferred for at least 2 s (1 s could be a few ms).
+    settings = fast_settings(tmp_path, test_mode=True, retry_delays=(3, 3), max_retries=5)
     with running_proxy(settings) as (_server, api):
         api.add_tenant("acme", client_base_url=tenant_app.url)
         api.add_account("acme", "main", host=smtp_sink.host, port=smtp_sink.port, use_tls=False)
@@ -105,7 +106,9 @@ def test_test_mode_run_now_attempts_each_due_message_once(tmp_path, smtp_sink, t
         deferred = api.wait_status("first", "deferred")
         assert smtp_sink.held.wait(10)
         # The pass is still on "slow" when "first" is due again.
-        wait_until(lambda: time.time() >= deferred["deferred_ts"] + 1, what="the retry time")
+        wait_until(
+            lambda: time.time() >= deferred["deferred_ts"] + 1, timeout_s=10, what="its retry time"
+        )
         smtp_sink.release()
         # The pass's one sync call comes once the pass is over (SPEC §6.6).
         (call,) = tenant_app.wait_for_calls(1)
